@@ -1,0 +1,3 @@
+from ldm_med.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""Command line: ``ldm-med COMMAND ...``. Thin: parse arguments, call the API, print.
+
+Each sub-module of ``ldm_med.cli`` adds its commands with ``register(subparsers)``; a command's
+handler returns an exit code. ``InputError`` becomes one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ldm_med.errors import Cancelled, InputError
+
+# Modules that contribute commands, in the order they appear in --help.
+COMMAND_MODULES = ("info", "train", "reconstruct", "generate", "batch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ldm_med import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="ldm-med",
+        description="Latent diffusion for volumetric scans: reconstruct missing slices, "
+        "generate synthetic volumes.",
+    )
+    parser.add_argument("--version", action="version", version=f"ldm-med {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"ldm_med.cli.{name}")
+        except ModuleNotFoundError as err:  # a command module that has not landed yet
+            if err.name != f"ldm_med.cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except InputError as err:
+        print(f"ldm-med {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Cancelled:
+        print(f"ldm-med {args.command}: cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"ldm-med {args.command}: interrupted", file=sys.stderr)
+        return 130
