@@ -1,0 +1,46 @@
+"""The models a reconstruction needs, loaded once per (checkpoint, device) and cached."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_DENOISER = MODELS_DIR / "denoiser.safetensors"
+
+
+@dataclass
+class InpaintingModel:
+    """A slice-aligned autoencoder and the residual denoiser trained on its latents."""
+
+    ae: torch.nn.Module
+    denoiser: torch.nn.Module  # ldm_med.diffusion.precond.Denoiser: (x_t, t, cond) -> x0_hat
+    sde: object
+    latent_scale: float
+    residual_scale: float
+    path: Path
+
+
+def load_inpainting_model(path: str | Path | None = None, device: torch.device | str = "cpu") -> InpaintingModel:
+    """Load a slice-inpainting denoiser checkpoint and the autoencoder it records (default: shipped)."""
+    path = Path(path) if path else DEFAULT_DENOISER
+    return _load(str(path.resolve()), str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, device: str) -> InpaintingModel:
+    from ldm_med.checkpoint import load_inpainting_pair
+    from ldm_med.diffusion.precond import Denoiser
+    from ldm_med.diffusion.sde import VPSDE
+
+    ae, den = load_inpainting_pair(path)
+    extra = den.extra
+    sde = VPSDE.from_dict(extra["sde"])
+    precond = Denoiser(den.model, sde, prediction=extra.get("prediction", "v"))
+    return InpaintingModel(
+        ae=ae.model.to(device).eval(), denoiser=precond.to(device).eval(), sde=sde,
+        latent_scale=float(ae.extra["latent_scale"]), residual_scale=float(extra["residual_scale"]),
+        path=Path(path),
+    )

@@ -1,0 +1,104 @@
+"""Latent sampling of the slice-inpainting residual over a whole volume, window by window.
+
+Memory stays bounded for any volume: the autoencoder runs on batches of slices, and the denoiser on
+overlapping latent windows (``monai.inferers.sliding_window_inference`` with Gaussian blending) at every
+sampler step, so windows agree with each other as sampling proceeds (no seams between slabs or tiles).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ldm_med.pipelines.latent_inpaint import conditioning, slice_weight
+
+
+def _pad_hw(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
+    """Replicate-pad the last two dims of ``x`` up to a multiple; returns the original (H, W)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x, (h, w)
+
+
+def _in_batches(fn: Callable[[Tensor], Tensor], x: Tensor, size: int, device: torch.device) -> Tensor:
+    """Apply ``fn`` to ``x (N, ...)`` in chunks of ``size`` on ``device``; result on the CPU."""
+    return torch.cat([fn(x[i:i + size].to(device)).float().cpu() for i in range(0, x.shape[0], size)])
+
+
+def tiled_denoiser(model, cond: Tensor, roi: tuple[int, int, int], overlap: float, window_batch: int,
+                   device: torch.device) -> Callable[[Tensor, Tensor], Tensor]:
+    """``denoise(x_t, t) -> x0_hat`` over the full latent volume, evaluated window by window.
+
+    Args:
+        cond: ``(1, Cc, Z, h, w)`` conditioning for the whole volume.
+    """
+    from monai.inferers import sliding_window_inference
+
+    from ldm_med.utils import autocast_context
+
+    n_latent = None
+
+    def denoise(x_t: Tensor, t: Tensor) -> Tensor:
+        nonlocal n_latent
+        n_latent = x_t.shape[1]
+        inputs = torch.cat([x_t, cond.expand(x_t.shape[0], *cond.shape[1:])], dim=1)
+
+        def predictor(window: Tensor) -> Tensor:
+            tb = t.reshape(-1)[:1].expand(window.shape[0]).to(window.device)
+            with autocast_context(device):
+                return model.denoiser(window[:, :n_latent], tb, cond=window[:, n_latent:]).float()
+
+        return sliding_window_inference(inputs, roi, window_batch, predictor, overlap=overlap,
+                                        mode="gaussian", padding_mode="replicate")
+
+    return denoise
+
+
+@torch.inference_mode()
+def sample_corrections(model, x_c: np.ndarray, missing: np.ndarray, opts, device: torch.device,
+                       progress=None) -> np.ndarray:
+    """Posterior samples of ``D(z_c + s_r r) - D(z_c)`` on the missing slices.
+
+    Args:
+        model: an ``InpaintingModel``.
+        x_c: ``(Z, A, B)`` normalised volume, missing slices filled by the anchor interpolation.
+        missing: ``(Z,)`` bool.
+
+    Returns:
+        ``(samples, n_missing, A, B)`` float32 corrections in normalised units.
+    """
+    from ldm_med.diffusion.samplers import sample
+
+    ae, ls, rs = model.ae, model.latent_scale, model.residual_scale
+    report = progress or (lambda *_: None)
+    slices, (h, w) = _pad_hw(torch.from_numpy(x_c)[:, None], ae.downsample)  # (Z, 1, H', W')
+    report("encode", 0, 1)
+    z_c = _in_batches(lambda s: ae.encode(s)[0] * ls, slices, opts.slice_batch, device)  # (Z, Cz, h', w')
+    report("encode", 1, 1)
+    z_c = z_c.transpose(0, 1)[None].to(device)  # (1, Cz, Z, h', w')
+    miss = torch.as_tensor(missing, device=device)[None]  # (1, Z)
+    cond = conditioning(z_c, miss)
+    keep_known_zero = slice_weight(miss, z_c)  # residual is exactly 0 on acquired slices
+
+    generator = torch.Generator(device=device).manual_seed(opts.seed)
+    denoise = tiled_denoiser(model, cond, opts.roi, opts.overlap, opts.window_batch, device)
+    residual = sample(opts.sampler, denoise, (opts.samples, *z_c.shape[1:]), model.sde, opts.steps,
+                      generator=generator, device=device,
+                      callback=lambda info: report("sample", info.step + 1, info.total),
+                      project=lambda x0, t: x0 * keep_known_zero)
+
+    z_miss = z_c[0][:, miss[0]].transpose(0, 1)  # (M, Cz, h', w')
+    decode = lambda z: ae.decode(z / ls)  # noqa: E731
+    base = _in_batches(decode, z_miss, opts.slice_batch, device)
+    out = []
+    for n in range(opts.samples):
+        report("decode", n, opts.samples)
+        r_miss = residual[n][:, miss[0]].transpose(0, 1)
+        out.append(_in_batches(decode, z_miss + rs * r_miss, opts.slice_batch, device) - base)
+    report("decode", opts.samples, opts.samples)
+    return torch.stack(out)[:, :, 0, :h, :w].numpy()
