@@ -1,0 +1,73 @@
+"""``ldm-med info PATH`` and ``ldm-med convert INPUT OUT.nii.gz``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ldm_med.errors import InputError
+
+_SERIES_HELP = ("DICOM: series to use, as its index in `ldm-med info` or its SeriesInstanceUID "
+                "(default: the largest image series)")
+_INDEX_HELP = "4D NIfTI: which volume to use (0-based)"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info", help="describe a NIfTI file or a DICOM folder (series, geometry, missing "
+        "slices, skipped files)",
+        description="Describe a NIfTI file or a DICOM folder: every series with its geometry and "
+        "missing slices, and every skipped file with the reason. Prints no patient identifiers.")
+    p.add_argument("path", help="NIfTI file, DICOM folder (searched recursively) or DICOM file")
+    p.add_argument("--series", help=_SERIES_HELP + "; also reads its pixel data")
+    p.add_argument("--volume-index", type=int, help=_INDEX_HELP)
+    p.add_argument("-v", "--verbose", action="store_true", help="list every skipped file")
+    p.set_defaults(handler=_info)
+
+    c = sub.add_parser(
+        "convert", help="write a DICOM series (or one volume of a NIfTI) as NIfTI",
+        description="Write a DICOM series as NIfTI with its RAS affine (sform and qform set). "
+        "Missing slices are stored as zeros and listed.")
+    c.add_argument("input", help="DICOM folder or file, or a NIfTI file")
+    c.add_argument("output", help="output .nii or .nii.gz (replaced atomically)")
+    c.add_argument("--series", help=_SERIES_HELP)
+    c.add_argument("--volume-index", type=int, help=_INDEX_HELP)
+    c.set_defaults(handler=_convert)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from ldm_med.io import describe
+
+    print(describe(args.path, series=args.series, volume_index=args.volume_index,
+                   verbose=args.verbose))
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from ldm_med.io import load_volume, save_nifti
+    from ldm_med.io.nifti import NIFTI_SUFFIXES, has_suffix
+    from ldm_med.io.report import format_indices
+
+    src, out = Path(args.input), Path(args.output)
+    if not has_suffix(out, NIFTI_SUFFIXES):
+        raise InputError(f"{out}: output must end in .nii or .nii.gz")
+    if out.exists() and src.exists() and out.resolve() == src.resolve():
+        raise InputError(f"{out}: output would overwrite the input")
+    vol = load_volume(src, series=args.series, volume_index=args.volume_index)
+    save_nifti(vol, out)
+    meta = vol.metadata
+    print(f"wrote {out}: {' x '.join(map(str, vol.shape))} voxels, spacing "
+          + " x ".join(f"{v:.4g}" for v in vol.spacing)
+          + f" mm, orientation {vol.orientation()}, modality {meta.get('modality', 'unknown')}")
+    if "series_choice" in meta:
+        desc = f' "{meta["series_description"]}"' if meta.get("series_description") else ""
+        print(f"source: {meta['series_choice']}{desc}")
+    if vol.missing.size:
+        print(f"{vol.missing.size} of {vol.n_slices} slices were missing and are stored as zeros: "
+              f"k = {format_indices(vol.missing)} (0-based); NIfTI cannot mark them, the list is "
+              "kept in an ldm-med header extension")
+    for w in meta.get("warnings", []):
+        print(f"warning: {w}")
+    if meta.get("skipped"):
+        print(f"{len(meta['skipped'])} file(s) skipped; `ldm-med info {src}` lists them "
+              "with reasons")
+    return 0

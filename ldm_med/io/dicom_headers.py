@@ -1,0 +1,398 @@
+"""One DICOM file's header: classify it as image frames or as a skipped file, with a reason.
+
+Only headers are read (``stop_before_pixels``). Whether pixel data is present and complete is read
+from the pixel data element's own header and the file size; whether it can be decoded from the
+transfer syntax, pydicom's decoder registry and one trial decode per kind of compressed file (done
+by the caller). Every file that cannot contribute slices raises ``Skip`` with a reason a user can
+act on.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+CODEC_HINT = ('pip install "ldm-med[dicom-codecs]" (pylibjpeg, pylibjpeg-openjpeg, '
+              "pylibjpeg-libjpeg) or pip install python-gdcm")
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+IDENTITY_IOP = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float / Double Float Pixel Data
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UN", b"UR", b"UT",
+             b"SV", b"UV"}
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence pydicom's warnings about odd values while reading (they would flood the CLI)."""
+    logger, drop = logging.getLogger("pydicom"), _BelowError()
+    logger.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.removeFilter(drop)
+
+
+class Skip(Exception):
+    """A file that cannot contribute slices; the message is the reason shown to the user."""
+
+
+@dataclass
+class PixelInfo:
+    """Where the pixel data stands in the file: bytes declared (None: encapsulated) and present."""
+
+    declared: int | None
+    available: int
+
+
+@dataclass
+class Frame:
+    """One 2D image: a single-frame file or one frame of a multi-frame file.
+
+    ``ipp``/``iop`` are None when the header has no geometry. ``assumed`` says what had to be
+    assumed (it becomes a series warning).
+    """
+
+    path: Path
+    frame: int | None  # 0-based frame index in a multi-frame file
+    sop_uid: str | None
+    series_uid: str
+    rows: int
+    cols: int
+    pixel_spacing: tuple[float, float]  # DICOM order: (row spacing dy, column spacing dx)
+    ipp: np.ndarray | None
+    iop: np.ndarray | None
+    slope: float
+    intercept: float
+    instance: int | None
+    split_key: tuple  # echo, temporal position, stack, b-value: never one volume together
+    acquisition: str | None
+    spacing_between: float | None
+    thickness: float | None
+    description: str
+    modality: str
+    number: int | None
+    assumed: str | None = None
+
+
+# -- value parsing -----------------------------------------------------------------------------
+def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+    if value is None or isinstance(value, (str, bytes)):
+        return None
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n and np.all(np.isfinite(out)) else None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        value = value[0] if len(value) else None
+    try:
+        out = float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+    return out if out is not None and np.isfinite(out) else None
+
+
+def _int(value: Any) -> int | None:
+    v = _float(value)
+    return int(v) if v is not None else None
+
+
+def _encoding(ds: Dataset) -> tuple[bool, bool]:
+    enc = getattr(ds, "original_encoding", None)
+    if enc and enc[0] is not None:
+        return bool(enc[0]), bool(enc[1])
+    return bool(ds.is_implicit_VR), bool(ds.is_little_endian)
+
+
+# -- header + pixel element --------------------------------------------------------------------
+def _pixel_element(fp: Any, size: int, implicit: bool, little: bool) -> PixelInfo | None:
+    """Read the element header at ``fp`` (where ``stop_before_pixels`` stopped), if pixel data."""
+    head = fp.read(12)
+    if len(head) < 8:
+        return None
+    e = "<" if little else ">"
+    group, elem = struct.unpack(e + "HH", head[:4])
+    if (group << 16 | elem) not in _PIXEL_TAGS:
+        return None
+    if implicit:
+        hlen, (length,) = 8, struct.unpack(e + "I", head[4:8])
+    elif head[4:6] in _LONG_VRS:
+        hlen, (length,) = 12, struct.unpack(e + "I", head[8:12])
+    else:
+        hlen, (length,) = 8, struct.unpack(e + "H", head[6:8])
+    start = fp.tell() - len(head) + hlen
+    return PixelInfo(None if length == 0xFFFFFFFF else length, max(0, size - start))
+
+
+def read_header(path: Path) -> tuple[Dataset, PixelInfo | None]:
+    """The header (no pixel bytes are read) and where its pixel data stands, if it has any.
+
+    Raises:
+        Skip: not a DICOM file, or unreadable.
+    """
+    with quiet():
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as fp:  # read-only: inputs are never modified
+                try:
+                    ds = pydicom.dcmread(fp, stop_before_pixels=True)
+                except InvalidDicomError:  # no preamble / meta header: a SOP class says DICOM
+                    fp.seek(0)
+                    ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+                    if "SOPClassUID" not in ds:
+                        raise Skip("not a DICOM file") from None
+                meta = getattr(ds, "file_meta", None)
+                if meta is not None and meta.get("TransferSyntaxUID") == _DEFLATED:
+                    full = pydicom.dcmread(path)  # inflated in memory: offsets are not the file's
+                    tag = next((t for t in _PIXEL_TAGS if t in full), None)
+                    n = None if tag is None else len(full[tag].value)
+                    return ds, (None if n is None else PixelInfo(n, n))
+                return ds, _pixel_element(fp, size, *_encoding(ds))
+        except Skip:
+            raise
+        except OSError as err:
+            raise Skip(f"unreadable: {err.strerror or err}") from None
+        except Exception as err:  # noqa: BLE001 - any parser failure means "not readable DICOM"
+            raise Skip(f"not a DICOM file ({type(err).__name__} while parsing)") from None
+
+
+def transfer_syntax(ds: Dataset) -> UID:
+    """The file's transfer syntax (from its encoding for files without a meta header)."""
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts:
+        return UID(ts)
+    implicit, little = _encoding(ds)
+    if implicit:
+        return pydicom.uid.ImplicitVRLittleEndian
+    return pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
+
+
+def _expected_bytes(ds: Dataset) -> int:
+    n = ((_int(ds.get("Rows")) or 0) * (_int(ds.get("Columns")) or 0)
+         * (_int(ds.get("SamplesPerPixel")) or 1) * (_int(ds.get("NumberOfFrames")) or 1))
+    return (n * (_int(ds.get("BitsAllocated")) or 16) + 7) // 8
+
+
+def classify(ds: Dataset, pixel: PixelInfo | None) -> None:
+    """Raise ``Skip`` with a reason unless the header describes greyscale image frames."""
+    meta = getattr(ds, "file_meta", None)
+    sop = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "")
+                                            if meta is not None else ""))
+    if sop == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        raise Skip("DICOMDIR: index of a DICOM file-set, not an image")
+    if pixel is None:
+        raise Skip(f"no pixel data: {UID(sop).name if sop else 'the object'} holds no image")
+    spp = _int(ds.get("SamplesPerPixel")) or 1
+    if spp != 1:
+        raise Skip(f"colour image: {ds.get('PhotometricInterpretation', '?')} with {spp} samples "
+                   "per pixel; only greyscale volumes are supported")
+    image_type = ds.get("ImageType") or []
+    image_type = [str(v).upper() for v in ([image_type] if isinstance(image_type, str)
+                                           else image_type)]
+    if "LOCALIZER" in image_type:
+        raise Skip("localizer: ImageType LOCALIZER")
+    if "PROJECTION IMAGE" in image_type:
+        raise Skip("projection image: ImageType PROJECTION IMAGE is a rendered view (MIP), "
+                   "not a slice")
+    if pixel.declared is not None and not transfer_syntax(ds).is_compressed:
+        need = max(pixel.declared, _expected_bytes(ds))
+        if pixel.available < need:
+            raise Skip(f"truncated pixel data: the file holds {pixel.available} of {need} bytes")
+
+
+def identifiers(ds: Dataset) -> set[str]:
+    """Patient identifiers in a header (never printed: used to redact printed paths)."""
+    out: set[str] = set()
+    for key in ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
+                "AccessionNumber"):
+        value = ds.get(key)
+        values = value if isinstance(value, (list, pydicom.multival.MultiValue)) else [value]
+        for v in values:
+            text = str(v or "").strip()
+            out |= {text, text.replace("^", "_"), text.replace("^", " ")}
+            out |= set(text.replace("^", " ").split())
+    return {v for v in out if len(v) >= 3}
+
+
+# -- decoding ----------------------------------------------------------------------------------
+def decoder_problem(ts: UID) -> str | None:
+    """Why pixel data in transfer syntax ``ts`` cannot be decoded here (None: it can).
+
+    Asks pydicom's decoder registry (``pydicom.pixels.get_decoder(ts).is_available``); a decoder
+    that is available but fails on a particular file is caught by ``trial_decode``.
+    """
+    if not ts.is_compressed:
+        return None
+    try:
+        from pydicom.pixels import get_decoder
+    except ImportError:  # pydicom < 3: left to the trial decode
+        return None
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        return f"no decoder for {ts.name} ({ts}): pydicom cannot decode this transfer syntax"
+    if decoder.is_available:
+        return None
+    needs = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
+    return f"no decoder for {ts.name} ({ts}): needs {needs}; install one: {CODEC_HINT}"
+
+
+def trial_decode(path: Path, ts: UID) -> str | None:
+    """Decode the first frame of a compressed file: the reason if no installed decoder can."""
+    with quiet():
+        try:
+            read_pixels(pydicom.dcmread(path), frame=0)
+        except RuntimeError as err:  # pydicom: all plugins missing or all plugins failed
+            detail = " ".join(line.strip() for line in str(err).splitlines()[1:]) or str(err)
+            return (f"no decoder for {ts.name} ({ts}): the installed decoders failed ({detail}); "
+                    f"install one: {CODEC_HINT}")
+        except Exception:  # noqa: BLE001 - damage in this one file is reported when reading it
+            return None
+    return None
+
+
+def read_pixels(ds: Dataset, frame: int | None = None) -> np.ndarray:
+    """Stored values: ``(rows, cols)`` for one frame, ``(frames, rows, cols)`` for all of them."""
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta.TransferSyntaxUID = transfer_syntax(ds)
+    n_frames = _int(ds.get("NumberOfFrames")) or 1
+    if frame is None or n_frames == 1:
+        return ds.pixel_array
+    try:
+        from pydicom.pixels import pixel_array
+    except ImportError:  # pydicom < 3
+        return ds.pixel_array[frame]
+    return pixel_array(ds, index=frame)
+
+
+def modality_values(arr: np.ndarray, ds: Dataset, slope: float, intercept: float) -> np.ndarray:
+    """Stored values -> modality values (HU for CT), as float32."""
+    if "ModalityLUTSequence" in ds:
+        try:
+            from pydicom.pixels import apply_modality_lut
+        except ImportError:  # pydicom < 3
+            from pydicom.pixel_data_handlers.util import apply_modality_lut
+        return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    return (arr.astype(np.float64) * slope + intercept).astype(np.float32)
+
+
+# -- frames and their geometry -----------------------------------------------------------------
+def _group_value(groups: list[Dataset | None], seq: str, attr: str) -> Any:
+    """A functional-group attribute: per-frame group first, then the shared one."""
+    for group in groups:
+        if group is not None and seq in group and len(group[seq].value):
+            item = group[seq].value[0]
+            if attr in item and item[attr].value not in (None, ""):
+                return item[attr].value
+    return None
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def image_frames(path: Path, ds: Dataset) -> list[Frame]:
+    """The image frames of a classified image header, with geometry, rescale and grouping keys."""
+    n_frames = _int(ds.get("NumberOfFrames")) or 1
+    ps_top = _floats(ds.get("PixelSpacing"), 2) or _floats(ds.get("ImagerPixelSpacing"), 2)
+    ipp_top = _floats(ds.get("ImagePositionPatient"), 3)
+    iop_top = _floats(ds.get("ImageOrientationPatient"), 6)
+    base = dict(
+        path=path, sop_uid=str(ds.get("SOPInstanceUID", "")) or None,
+        series_uid=str(ds.get("SeriesInstanceUID", "")) or "(no SeriesInstanceUID)",
+        rows=_int(ds.get("Rows")) or 0, cols=_int(ds.get("Columns")) or 0,
+        description=str(ds.get("SeriesDescription") or ds.get("ProtocolName") or ""),
+        modality=str(ds.get("Modality", "")), number=_int(ds.get("SeriesNumber")),
+        acquisition=None if ds.get("AcquisitionNumber") in (None, "")
+        else str(ds.get("AcquisitionNumber")),
+    )
+    slope_top = _float(ds.get("RescaleSlope")) or 1.0
+    intercept_top = _float(ds.get("RescaleIntercept")) or 0.0
+    sbs_top = _float(ds.get("SpacingBetweenSlices"))
+    thick_top = _float(ds.get("SliceThickness"))
+    split_top = (_float(ds.get("EchoNumbers")), _int(ds.get("TemporalPositionIdentifier")),
+                 None, _float(ds.get("DiffusionBValue")))
+    frames: list[Frame] = []
+
+    if "PerFrameFunctionalGroupsSequence" in ds:  # enhanced multi-frame
+        shared_seq = ds.get("SharedFunctionalGroupsSequence")
+        shared = shared_seq[0] if shared_seq else None
+        for f, per in enumerate(ds.PerFrameFunctionalGroupsSequence):
+            g = [per, shared]
+            ps = _floats(_group_value(g, "PixelMeasuresSequence", "PixelSpacing"), 2) or ps_top
+            content = per.FrameContentSequence[0] if per.get("FrameContentSequence") else Dataset()
+            frames.append(Frame(
+                **base, frame=f, pixel_spacing=ps or (1.0, 1.0),
+                ipp=_floats(_group_value(g, "PlanePositionSequence", "ImagePositionPatient"), 3),
+                iop=_floats(_group_value(g, "PlaneOrientationSequence", "ImageOrientationPatient"),
+                            6) or iop_top,
+                slope=_float(_group_value(g, "PixelValueTransformationSequence", "RescaleSlope"))
+                or slope_top,
+                intercept=_first(_float(_group_value(g, "PixelValueTransformationSequence",
+                                                     "RescaleIntercept")), intercept_top),
+                instance=_int(content.get("InStackPositionNumber")),
+                split_key=(_float(_group_value(g, "MREchoSequence", "EffectiveEchoTime")),
+                           _int(content.get("TemporalPositionIndex")),
+                           str(content.get("StackID", "")) or None,
+                           _float(_group_value(g, "MRDiffusionSequence", "DiffusionBValue"))),
+                spacing_between=_float(_group_value(g, "PixelMeasuresSequence",
+                                                    "SpacingBetweenSlices")) or sbs_top,
+                thickness=_float(_group_value(g, "PixelMeasuresSequence", "SliceThickness"))
+                or thick_top,
+                assumed=None if ps else "no PixelSpacing: 1 mm pixels assumed",
+            ))
+        return frames
+
+    common = dict(base, pixel_spacing=ps_top or (1.0, 1.0), slope=slope_top,
+                  intercept=intercept_top, split_key=split_top, spacing_between=sbs_top,
+                  thickness=thick_top, instance=_int(ds.get("InstanceNumber")))
+    no_ps = None if ps_top else "no PixelSpacing: 1 mm pixels assumed"
+    if n_frames == 1:
+        return [Frame(**common, frame=None, assumed=no_ps,
+                      ipp=None if ipp_top is None else np.asarray(ipp_top),
+                      iop=None if iop_top is None else np.asarray(iop_top))]
+
+    # Legacy multi-frame: positions from GridFrameOffsetVector (RT dose, NM) or file order.
+    offsets = ds.get("GridFrameOffsetVector")
+    iop = np.asarray(iop_top or IDENTITY_IOP, dtype=np.float64)
+    normal = np.cross(iop[:3], iop[3:])
+    origin = np.asarray(ipp_top or (0.0, 0.0, 0.0), dtype=np.float64)
+    notes = [no_ps] if no_ps else []
+    if offsets is not None and ipp_top and iop_top and len(offsets) == n_frames:
+        off = np.asarray([float(v) for v in offsets])
+        off = off - off[0]
+    else:
+        dz = sbs_top or thick_top or 1.0
+        off = np.arange(n_frames) * dz
+        notes.append(f"no per-frame positions: the {n_frames} frames are stacked in file order, "
+                     f"{dz:g} mm apart" + ("" if iop_top else ", in an assumed axial orientation")
+                     + ("" if ipp_top else ", at an unknown position"))
+    return [Frame(**common, frame=f, ipp=origin + off[f] * normal, iop=iop,
+                  assumed="; ".join(notes) or None) for f in range(n_frames)]
