@@ -3,7 +3,7 @@
 Every candidate below was checked by hand: what it is, its size, and whether it can be read without
 a network or an optional decoder. The split is fixed by name, once, and whole scans stay on one side
 (frames of one acquisition never straddle the split). By default only volumes with at least 16 slices
-along the acquisition axis and at least 48x48 pixels in-plane are listed (``min_slices`` and
+along the acquisition axis and at least 32x32 pixels in-plane are listed (``min_slices`` and
 ``min_inplane`` relax that).
 
 =====================  ======  ================================================  ===========  =====
@@ -112,7 +112,7 @@ _CANDIDATES = (
 
 
 def real_volumes(
-    split: str | None = None, *, min_slices: int = 16, min_inplane: int = 48
+    split: str | None = None, *, min_slices: int = 16, min_inplane: int = 32
 ) -> list[RealVolume]:
     """The real volumes present in this installation, optionally of one split (``"train"``/``"eval"``).
 

@@ -24,9 +24,8 @@ def demo_volumes() -> list[tuple[str, Volume]]:
         ct = load_volume(sample)
     else:
         from ldm_med.data.phantoms import ct_body
-        from sample_data_seeds import CT_PHANTOM  # pragma: no cover - installed without sample_data
 
-        ct = ct_body(**CT_PHANTOM)
+        ct = ct_body((128, 128, 48), (1.0, 1.0, 2.5), seed=2024)  # what make_samples.py writes
     volumes = [("ct_phantom", ct)]
     evals = real_volumes("eval")
     if evals:

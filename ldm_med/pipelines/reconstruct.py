@@ -1,6 +1,6 @@
 """Reconstruct missing slices of a volume: the main job.
 
-    volume -> normalise (acquired slices) -> cubic anchor x_c -> encode z_c -> sample the latent residual
+    volume -> normalise (acquired slices) -> interpolation anchor x_c -> encode z_c -> sample the latent residual
     over overlapping windows (MONAI sliding windows, Gaussian blending, every step) -> decode ->
     x_c + D(z_c + s_r r) - D(z_c) on missing slices -> un-normalise -> paste acquired slices bit-exact
 
@@ -18,6 +18,7 @@ import torch
 
 from ldm_med.errors import InputError
 from ldm_med.pipelines.interpolate import fill_missing
+from ldm_med.pipelines.latent_inpaint import ANCHOR
 from ldm_med.volume import Volume
 
 METHODS = ("ldm", "linear", "cubic")
@@ -85,7 +86,7 @@ def reconstruct(volume: Volume, missing: np.ndarray, options: ReconstructOptions
     missing = validate(volume, missing)
     start = time.perf_counter()
     data = volume.slices_first()  # (Z, A, B) view, original units
-    anchor = "linear" if opts.method == "linear" else "cubic"
+    anchor = ANCHOR if opts.method == "ldm" else opts.method
     filled = fill_missing(data, missing, axis=0, method=anchor)  # acquired slices copied exactly
     uncertainty = None
     if opts.method == "ldm" and missing.any():
@@ -106,7 +107,7 @@ def reconstruct(volume: Volume, missing: np.ndarray, options: ReconstructOptions
 
 def ldm_correction(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts: ReconstructOptions,
                    progress: Progress | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Generated correction to the cubic anchor on missing slices, in the volume's units.
+    """Generated correction to the interpolation anchor on missing slices, in the volume's units.
 
     Returns ``(mean, std)`` each ``(n_missing, A, B)``; ``std`` is None for one sample.
     """

@@ -29,9 +29,10 @@ def test_names_unique_and_splits_disjoint():
 
 def test_default_limits_and_eval_split():
     default = real_volumes()
-    assert all(rv.n_slices >= 16 and min(rv.inplane) >= 48 for rv in default)
+    assert all(rv.n_slices >= 16 and min(rv.inplane) >= 32 for rv in default)
     assert [rv.name for rv in real_volumes("eval")] == ["nibabel_epi_t0", "nibabel_epi_t1"]
-    assert real_volumes("train") == []  # nothing else shipped reaches 48x48 in-plane
+    assert [rv.name for rv in real_volumes("train")] == ["afni_tlrc", "nibabel_anatomical"]
+    assert real_volumes("train", min_inplane=48) == []  # only the EPI reaches 48x48 in-plane
 
 
 @pytest.mark.parametrize("rv", ALL, ids=lambda rv: rv.name)
