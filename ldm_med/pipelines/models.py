@@ -35,8 +35,14 @@ def _load(path: str, device: str) -> InpaintingModel:
     from ldm_med.diffusion.precond import Denoiser
     from ldm_med.diffusion.sde import VPSDE
 
+    from ldm_med.errors import InputError
+    from ldm_med.pipelines.latent_inpaint import ANCHOR
+
     ae, den = load_inpainting_pair(path)
     extra = den.extra
+    if extra.get("interpolation", ANCHOR) != ANCHOR:
+        raise InputError(f"{path}: trained to correct {extra['interpolation']} interpolation; "
+                         f"this version of ldm-med anchors on {ANCHOR}")
     sde = VPSDE.from_dict(extra["sde"])
     precond = Denoiser(den.model, sde, prediction=extra.get("prediction", "v"))
     return InpaintingModel(

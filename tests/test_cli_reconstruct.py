@@ -1,0 +1,80 @@
+"""``ldm-med reconstruct`` on bad input: one line on stderr, exit code 2, nothing written."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from ldm_med.cli import main
+from ldm_med.data.phantoms import ct_body
+from ldm_med.io import load_volume, save_nifti
+
+NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
+
+
+@pytest.fixture(scope="module")
+def small_nifti(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("in") / "ct.nii.gz"
+    save_nifti(ct_body(shape=(32, 28, 12), spacing=(1.0, 1.0, 2.0), seed=5), path)
+    return path
+
+
+def _bad(tmp_path, capsys, argv) -> str:
+    out = tmp_path / "out.nii.gz"
+    code = main(["reconstruct", *argv, "-o", str(out), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert not out.exists()
+    assert len(err.splitlines()) == 1 and err.startswith("ldm-med reconstruct: error:")
+    return err
+
+
+def test_index_out_of_range(tmp_path, capsys, small_nifti):
+    assert "99" in _bad(tmp_path, capsys, [str(small_nifti), "--missing", "3,99"])
+
+
+def test_all_missing_and_single_acquired(tmp_path, capsys, small_nifti):
+    assert "acquired" in _bad(tmp_path, capsys, [str(small_nifti), "--missing", "0-11", "--method", "cubic"])
+    assert "acquired" in _bad(tmp_path, capsys, [str(small_nifti), "--missing", "1-11", "--method", "cubic"])
+
+
+def test_4d_without_volume_index(tmp_path, capsys):
+    assert "--volume-index" in _bad(tmp_path, capsys, [str(NIBABEL_DATA / "example4d.nii.gz")])
+
+
+def test_nan_in_acquired_slice(tmp_path, capsys, small_nifti):
+    vol = load_volume(small_nifti)
+    vol.data[3, 3, 5] = np.nan
+    path = tmp_path / "nan.nii.gz"
+    save_nifti(vol, path)
+    assert "NaN" in _bad(tmp_path, capsys, [str(path), "--missing", "2,3", "--method", "cubic"])
+
+
+def test_2d_input(tmp_path, capsys):
+    path = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((1, 16, 8), np.float32), np.eye(4)), path)
+    assert "2D" in _bad(tmp_path, capsys, [str(path), "--missing", "2,3", "--method", "cubic"])
+
+
+def test_checkpoint_that_is_not_ldm_med(tmp_path, capsys, small_nifti):
+    fake = tmp_path / "model.safetensors"
+    fake.write_bytes(b"not a checkpoint at all")
+    assert str(fake) in _bad(tmp_path, capsys, [str(small_nifti), "--missing", "3", "--checkpoint", str(fake)])
+
+
+def test_uncertainty_needs_several_samples(tmp_path, capsys, small_nifti):
+    assert "--samples" in _bad(tmp_path, capsys, [str(small_nifti), "--missing", "3",
+                                                   "--uncertainty", str(tmp_path / "u.nii.gz")])
+
+
+def test_cubic_writes_input_geometry_and_exact_acquired_slices(tmp_path, small_nifti):
+    out = tmp_path / "cubic.nii.gz"
+    assert main(["reconstruct", str(small_nifti), "-o", str(out), "--missing", "keep-every:3",
+                 "--method", "cubic", "-q"]) == 0
+    src, res = nib.load(small_nifti), nib.load(out)
+    np.testing.assert_allclose(res.affine, src.affine)
+    a, b = src.get_fdata(dtype=np.float32), res.get_fdata(dtype=np.float32)
+    assert a.shape == b.shape
+    np.testing.assert_array_equal(b[..., ::3], a[..., ::3])
