@@ -67,6 +67,9 @@ def _atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Pat
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; ship them readable
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -1,0 +1,76 @@
+"""CPU speed: route small-batch float32 convolutions to oneDNN (mkldnn).
+
+PyTorch's CPU convolution picks its slow im2col kernel (``slow_conv3d``) when the batch is 1 and
+``N * C * D * H <= 20480``: a heuristic written for 2D images. A 3D denoiser on a (16, 32, 32)
+latent falls on that path for every layer, about 14x slower than oneDNN for a 16-channel 3x3x3
+conv (measured here: 18 ms vs 1.3 ms). ``use_onednn_convs`` swaps the class of every ``Conv2d`` /
+``Conv3d`` in a module for a subclass that calls ``aten::mkldnn_convolution`` directly for float32
+CPU tensors with zero padding; anything else (CUDA, half precision, padding modes) takes the stock
+path. Weights, state-dict keys and gradients are unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_ONEDNN = torch.backends.mkldnn.is_available()
+
+
+def _onednn_ok(conv: nn.Module, x: torch.Tensor) -> bool:
+    return (
+        _ONEDNN
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+    )
+
+
+CHANNELS_LAST = True
+
+
+def _onednn_forward(
+    conv: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+):
+    if CHANNELS_LAST:
+        fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+        x, weight = x.contiguous(memory_format=fmt), weight.contiguous(memory_format=fmt)
+    return torch.ops.aten.mkldnn_convolution(
+        x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups
+    )
+
+
+class OneDNNConv2d(nn.Conv2d):
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        if _onednn_ok(self, x):
+            return _onednn_forward(self, x, weight, bias)
+        return super()._conv_forward(x, weight, bias)
+
+
+class OneDNNConv3d(nn.Conv3d):
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        if _onednn_ok(self, x):
+            return _onednn_forward(self, x, weight, bias)
+        return super()._conv_forward(x, weight, bias)
+
+
+_SWAP = {nn.Conv2d: OneDNNConv2d, nn.Conv3d: OneDNNConv3d}
+
+
+def use_onednn_convs(module: nn.Module) -> nn.Module:
+    """Swap (in place) the class of every plain ``Conv2d``/``Conv3d`` in ``module``; returns it."""
+    if _ONEDNN:
+        for m in module.modules():
+            if type(m) in _SWAP:
+                m.__class__ = _SWAP[type(m)]
+    return module
+
+
+def restore_stock_convs(module: nn.Module) -> nn.Module:
+    """Undo ``use_onednn_convs`` (for comparisons); returns ``module``."""
+    back = {v: k for k, v in _SWAP.items()}
+    for m in module.modules():
+        if type(m) in back:
+            m.__class__ = back[type(m)]
+    return module
