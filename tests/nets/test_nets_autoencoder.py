@@ -27,8 +27,9 @@ def test_shapes(spatial_dims):
     with torch.no_grad():
         z = ae.encode_volume(x)
         expect = (2, 3, 6, 8, 6) if spatial_dims == 2 else (2, 3, 3, 8, 6)
-        assert z.shape == expect
-        assert ae.decode_volume(z).shape == x.shape
+        assert z.shape == expect and z.is_contiguous()
+        y = ae.decode_volume(z)
+        assert y.shape == x.shape and y.is_contiguous()
         item = x[:, :, 0] if spatial_dims == 2 else x  # one training sample: a slice or a volume
         mu, logvar = ae.encode(item)
         assert mu.shape == logvar.shape == (2, 3, *(s // 2 for s in item.shape[2:]))

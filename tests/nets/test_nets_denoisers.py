@@ -56,7 +56,8 @@ def test_output_shape_matches_input(arch, dims, cond_channels, num_classes):
     x = torch.randn(2, 3, *spatial(dims))
     cond = torch.randn(2, cond_channels, *spatial(dims)) if cond_channels else None
     labels = torch.tensor([0, 3]) if num_classes else None
-    assert model(x, torch.tensor([1.0, 500.0]), cond, labels).shape == x.shape
+    out = model(x, torch.tensor([1.0, 500.0]), cond, labels)
+    assert out.shape == x.shape and out.is_contiguous()
     if num_classes:  # labels=None means the null label
         randomise_zero_params(model)
         null = torch.full((2,), num_classes)
