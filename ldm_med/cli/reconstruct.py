@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("demo", help="remove slices from a bundled volume, reconstruct, compare with interpolation")
     d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     d.add_argument("--gap", default="x4", help="gap pattern: x2, x4, drop25, block3 (default x4)")
-    _model_options(d, samples=4)
+    _model_options(d, samples=4, steps=4)
     d.set_defaults(handler=run_demo)
 
     e = sub.add_parser("evaluate", help="score methods on your own fully sampled volumes (PSNR/SSIM/MAE)")
@@ -41,11 +41,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(handler=run_evaluate)
 
 
-def _model_options(p: argparse.ArgumentParser, samples: int = 1, method: bool = True) -> None:
+def _model_options(p: argparse.ArgumentParser, samples: int = 1, steps: int | None = None,
+                   method: bool = True) -> None:
+    from ldm_med.pipelines.reconstruct import ReconstructOptions
+
+    steps = steps or ReconstructOptions.steps
     if method:
         p.add_argument("--method", default="ldm", choices=("ldm", "linear", "cubic"))
     p.add_argument("--sampler", default="dpm++2m", help="sampler name (default dpm++2m)")
-    p.add_argument("--steps", type=int, default=10, help="sampler steps (default 10)")
+    p.add_argument("--steps", type=int, default=steps, help=f"sampler steps (default {steps})")
     p.add_argument("--samples", type=int, default=samples,
                    help=f"posterior samples to average (default {samples})")
     p.add_argument("--seed", type=int, default=0)

@@ -31,7 +31,7 @@ class ReconstructOptions:
 
     method: str = "ldm"
     sampler: str = "dpm++2m"
-    steps: int = 10
+    steps: int = 2
     samples: int = 1
     seed: int = 0
     device: str = "auto"
