@@ -144,7 +144,11 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from ldm_med.pipelines.demo import run_demo as demo
 
-    demo(Path(args.out), _options(args, method="ldm"), gap=args.gap, quiet=args.quiet)
+    bar = _Bar(args.quiet)
+    try:
+        demo(Path(args.out), _options(args, method="ldm"), gap=args.gap, progress=bar)
+    finally:
+        bar.close()
     return 0
 
 

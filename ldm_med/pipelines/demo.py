@@ -33,8 +33,11 @@ def demo_volumes() -> list[tuple[str, Volume]]:
     return volumes
 
 
-def run_demo(out: Path, options: ReconstructOptions, gap: str = "x4", quiet: bool = False) -> list[dict]:
-    """Reconstruct each demo volume with linear, cubic and ldm; print a table; write NIfTI and PNG."""
+def run_demo(out: Path, options: ReconstructOptions, gap: str = "x4", progress=None) -> list[dict]:
+    """Reconstruct each demo volume with linear, cubic and ldm; print a table; write NIfTI and PNG.
+
+    ``progress(stage, done, total)`` is passed to ``reconstruct``.
+    """
     from ldm_med.io import save_nifti
     from ldm_med.masks import GAP_PATTERNS, format_indices
     from ldm_med.pipelines.figure import orthogonal_views
@@ -48,7 +51,7 @@ def run_demo(out: Path, options: ReconstructOptions, gap: str = "x4", quiet: boo
         results = {}
         for method in ("linear", "cubic", "ldm"):
             results[method] = reconstruct(volume, missing, replace(options, method=method),
-                                          progress=None if quiet else _printer(name))
+                                          progress=progress)
             scores = metrics.evaluate(volume.data, results[method].volume.data, missing, volume.slice_axis)
             rows.append({"volume": name, "method": method, **scores, "seconds": results[method].seconds})
             print(f"  {method:>6}: PSNR {scores['psnr']:6.2f} dB  SSIM {scores['ssim']:.4f}  "
@@ -68,13 +71,3 @@ def run_demo(out: Path, options: ReconstructOptions, gap: str = "x4", quiet: boo
         print(f"  wrote {out}/{name}_*.nii.gz and {png}")
     return rows
 
-
-def _printer(name: str):
-    last = {}
-
-    def report(stage: str, done: int, total: int) -> None:
-        if stage == "sample" and last.get(stage) != done:
-            last[stage] = done
-            print(f"\r  sampling {done}/{total}", end="" if done < total else "\r", flush=True)
-
-    return report
