@@ -82,8 +82,11 @@ def _load(path: str, args: argparse.Namespace):
     if not Path(path).exists():
         raise InputError(f"{path}: no such file or folder")
     volume = load_volume(path, volume_index=args.volume_index, series=args.series)
-    if args.axis is not None and args.axis != volume.slice_axis:
-        volume = volume.with_data(volume.data, slice_axis=args.axis, acquired=None)
+    axis = args.axis
+    if axis is None and not Path(path).is_dir():
+        axis = 2  # NIfTI: the last voxel axis unless --axis says otherwise (DICOM: the acquisition axis)
+    if axis is not None and axis != volume.slice_axis:
+        volume = volume.with_data(volume.data, slice_axis=axis, acquired=None)
     return volume
 
 
