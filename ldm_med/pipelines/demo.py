@@ -67,7 +67,15 @@ def run_demo(out: Path, options: ReconstructOptions, gap: str = "x4", progress=N
             {"truth": volume.data, f"degraded ({gap})": degraded, "cubic": results["cubic"].volume.data,
              "ldm-med": ldm.volume.data, "uncertainty": unc},
             out / f"{name}.png", spacing=volume.spacing, cmap_for={"uncertainty": "magma"},
+            centre=_planes(volume.shape, volume.slice_axis, missing),
             title=f"{name}: {gap} gaps along axis {volume.slice_axis}")
         print(f"  wrote {out}/{name}_*.nii.gz and {png}")
     return rows
 
+
+def _planes(shape: tuple[int, int, int], slice_axis: int, missing: np.ndarray) -> tuple[int, int, int]:
+    """Middle planes, except along the slice axis: the missing slice nearest the middle."""
+    centre = [s // 2 for s in shape]
+    gaps = np.flatnonzero(missing)
+    centre[slice_axis] = int(gaps[np.argmin(np.abs(gaps - shape[slice_axis] // 2))])
+    return tuple(centre)
