@@ -19,8 +19,6 @@ import json
 import platform
 import subprocess
 import sys
-import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +27,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ldm_med import metrics  # noqa: E402
-from ldm_med.pipelines.evaluate import evaluate_volume, per_volume_table, summary_table, write_csv  # noqa: E402
-from ldm_med.pipelines.reconstruct import ReconstructOptions  # noqa: E402
+from ldm_med import metrics
+from ldm_med.pipelines.evaluate import evaluate_volume, per_volume_table, summary_table, write_csv
+from ldm_med.pipelines.reconstruct import ReconstructOptions
 
 EVAL_SEED = 700000
 

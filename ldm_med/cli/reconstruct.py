@@ -91,7 +91,7 @@ def _load(path: str, args: argparse.Namespace):
 
 
 def _check_nifti_path(path: str | None, flag: str) -> None:
-    if path and not (path.endswith(".nii") or path.endswith(".nii.gz")):
+    if path and not path.endswith((".nii", ".nii.gz")):
         raise InputError(f"{flag} {path}: output must be a NIfTI file ending in .nii or .nii.gz")
 
 

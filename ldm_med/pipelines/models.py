@@ -34,7 +34,6 @@ def _load(path: str, device: str) -> InpaintingModel:
     from ldm_med.checkpoint import load_inpainting_pair
     from ldm_med.diffusion.precond import Denoiser
     from ldm_med.diffusion.sde import VPSDE
-
     from ldm_med.errors import InputError
     from ldm_med.pipelines.latent_inpaint import ANCHOR
 

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ldm_med.errors import InputError
 from ldm_med.pipelines.interpolate import fill_missing

@@ -93,7 +93,7 @@ def sample_corrections(model, x_c: np.ndarray, missing: np.ndarray, opts, device
                       project=lambda x0, t: x0 * keep_known_zero)
 
     z_miss = z_c[0][:, miss[0]].transpose(0, 1)  # (M, Cz, h', w')
-    decode = lambda z: ae.decode(z / ls)  # noqa: E731
+    decode = lambda z: ae.decode(z / ls)
     base = _in_batches(decode, z_miss, opts.slice_batch, device)
     out = []
     for n in range(opts.samples):
