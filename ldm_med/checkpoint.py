@@ -31,7 +31,7 @@ from ldm_med.errors import InputError
 
 FORMAT = "ldm-med"
 FORMAT_VERSION = 1
-MODEL_KINDS = ("autoencoder", "denoiser")
+MODEL_KINDS = ("autoencoder", "denoiser", "refiner")
 STATE_KIND = "training-state"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
@@ -160,7 +160,7 @@ def save_model(path: str | Path, model: nn.Module, *, kind: str, config: dict[st
     Args:
         path: output ``.safetensors`` file.
         model: the network (for training runs: the EMA copy); DDP wrappers are unwrapped.
-        kind: ``"autoencoder"`` or ``"denoiser"``.
+        kind: ``"autoencoder"``, ``"denoiser"`` or ``"refiner"``.
         config: the resolved recipe; ``config["model"]`` must build ``model``.
         extra: JSON-serialisable facts (``latent_scale``, ``sde``, ...).
         half: store floating tensors as float16 (half the size); ``load_model`` returns float32.
@@ -181,6 +181,10 @@ def build_model(kind: str, model_config: dict[str, Any]) -> nn.Module:
 
     if kind == "autoencoder":
         return build_autoencoder(AutoencoderConfig.from_dict(model_config))
+    if kind == "refiner":
+        from ldm_med.nets.refiner import SliceGapRefiner
+
+        return SliceGapRefiner(int(model_config["channels"]), int(model_config["depth"]))
     return build_denoiser(DenoiserConfig.from_dict(model_config))
 
 

@@ -1,6 +1,6 @@
 """Training recipes: YAML files loaded into typed, validated dataclasses.
 
-A recipe is one YAML mapping. ``kind`` says what it trains (``autoencoder`` or ``diffusion``); every
+A recipe is one YAML mapping. ``kind`` says what it trains (``autoencoder``, ``diffusion`` or ``refiner``); every
 other top-level key is a section below. Unknown keys are errors that name the file, the section and the
 valid keys, so a typo never silently falls back to a default. ``to_dict`` returns the *resolved* config
 (defaults filled in, presets expanded), which is what every checkpoint embeds; ``from_dict`` of that
@@ -36,7 +36,7 @@ import yaml
 from ldm_med.errors import InputError
 from ldm_med.nets.config import AutoencoderConfig, DenoiserConfig
 
-KINDS = ("autoencoder", "diffusion")
+KINDS = ("autoencoder", "diffusion", "refiner")
 TASKS = ("slice-inpainting", "generation")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -305,8 +305,38 @@ class DiffusionRun:
         return list(dict.fromkeys(s.class_name for s in self.data.sources))
 
 
-RunConfig = Union[AutoencoderRun, DiffusionRun]
-RUN_CLASSES: dict[str, type] = {"autoencoder": AutoencoderRun, "diffusion": DiffusionRun}
+@dataclass
+class RefinerModel:
+    """The ``model`` section of a refiner recipe (``ldm_med.nets.refiner.SliceGapRefiner``)."""
+
+    channels: int = 32
+    depth: int = 6
+
+    def __post_init__(self) -> None:
+        if self.channels < 1 or self.depth < 2:
+            raise InputError(f"refiner model needs channels >= 1 and depth >= 2, got {self.channels}, {self.depth}")
+
+
+@dataclass
+class RefinerRun:
+    """A slice-gap refiner recipe: pretrained on through-plane planes of the sources with random gap masks
+    (``ldm_med.pipelines.adapt``); reconstruction fine-tunes it on each scan. ``data.crop`` is the
+    ``(A, L)`` plane crop, L along the slice axis; ``optim.lr`` is Adam's constant rate."""
+
+    kind: Literal["refiner"] = "refiner"
+    model: RefinerModel = field(default_factory=RefinerModel)
+    data: DataConfig = field(default_factory=lambda: DataConfig(sources=(Source(generator="ct"),), crop=(48, 48),
+                                                                batch_size=16))
+    train: LoopConfig = field(default_factory=LoopConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
+
+    def __post_init__(self) -> None:
+        if len(self.data.crop) != 2 or min(self.data.crop) < 4:
+            raise InputError(f"data.crop for a refiner is (A, L) plane crops of at least 4, got {list(self.data.crop)}")
+
+
+RunConfig = Union[AutoencoderRun, DiffusionRun, RefinerRun]
+RUN_CLASSES: dict[str, type] = {"autoencoder": AutoencoderRun, "diffusion": DiffusionRun, "refiner": RefinerRun}
 
 
 # -- generic typed loading ---------------------------------------------------------------------------
@@ -401,7 +431,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 def to_dict(obj: Any) -> Any:
     """Resolved plain-data form (lists, dicts, numbers, strings) of a config object."""
-    if hasattr(obj, "to_dict") and not isinstance(obj, (AutoencoderRun, DiffusionRun)):
+    if hasattr(obj, "to_dict") and not isinstance(obj, tuple(RUN_CLASSES.values())):
         return obj.to_dict()
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}

@@ -72,6 +72,11 @@ class Volume:
         """Voxel size in mm along each voxel axis (norms of the affine's columns)."""
         return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore
 
+    def spacing_slices_first(self) -> tuple[float, float, float]:
+        """``spacing`` in the axis order of ``slices_first()``: slice spacing first."""
+        sp = self.spacing
+        return (sp[self.slice_axis],) + tuple(s for i, s in enumerate(sp) if i != self.slice_axis)  # type: ignore
+
     @property
     def n_slices(self) -> int:
         return self.data.shape[self.slice_axis]

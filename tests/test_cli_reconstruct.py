@@ -64,6 +64,17 @@ def test_checkpoint_that_is_not_ldm_med(tmp_path, capsys, small_nifti):
     assert str(fake) in _bad(tmp_path, capsys, [str(small_nifti), "--missing", "3", "--checkpoint", str(fake)])
 
 
+def test_refiner_that_is_a_denoiser(tmp_path, capsys, small_nifti):
+    from ldm_med.pipelines.models import DEFAULT_DENOISER
+
+    err = _bad(tmp_path, capsys, [str(small_nifti), "--missing", "3", "--refiner", str(DEFAULT_DENOISER)])
+    assert "refiner" in err and str(DEFAULT_DENOISER.name) in err
+
+
+def test_negative_adapt_steps(tmp_path, capsys, small_nifti):
+    assert "--adapt-steps" in _bad(tmp_path, capsys, [str(small_nifti), "--missing", "3", "--adapt-steps", "-1"])
+
+
 def test_uncertainty_needs_several_samples(tmp_path, capsys, small_nifti):
     assert "--samples" in _bad(tmp_path, capsys, [str(small_nifti), "--missing", "3",
                                                    "--uncertainty", str(tmp_path / "u.nii.gz")])

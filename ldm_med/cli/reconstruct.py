@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="score methods on your own fully sampled volumes (PSNR/SSIM/MAE)")
     e.add_argument("inputs", nargs="+", help="NIfTI files or DICOM folders without missing slices")
     e.add_argument("--patterns", default="x2,x4,drop25,block3", help="comma-separated gap patterns")
-    e.add_argument("--methods", default="linear,cubic,ldm", help="comma-separated methods")
+    e.add_argument("--methods", default="linear,cubic,ldm",
+                   help="comma-separated methods: linear, cubic, ldm, and the ablations ldm:pretrained "
+                        "(refiner not fine-tuned) and ldm:off (diffusion model alone)")
     e.add_argument("--out", default="evaluation", help="folder for results.csv and results.md")
     e.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis (default as for reconstruct)")
     _model_options(e, method=False)
@@ -48,10 +50,16 @@ def _model_options(p: argparse.ArgumentParser, samples: int = 1, steps: int | No
     steps = steps or ReconstructOptions.steps
     if method:
         p.add_argument("--method", default="ldm", choices=("ldm", "linear", "cubic"))
+    p.add_argument("--refine", default="adapt", choices=("adapt", "pretrained", "off"),
+                   help="slice-gap refiner: fine-tune it on this scan's own in-plane data (adapt, default), "
+                        "use it as shipped (pretrained), or leave the estimate to the diffusion model (off)")
+    p.add_argument("--adapt-steps", type=int, default=ReconstructOptions.adapt_steps,
+                   help=f"fine-tuning steps of --refine adapt (default {ReconstructOptions.adapt_steps})")
+    p.add_argument("--refiner", help="refiner checkpoint (default: the one shipped with ldm-med)")
     p.add_argument("--sampler", default="dpm++2m", help="sampler name (default dpm++2m)")
     p.add_argument("--steps", type=int, default=steps, help=f"sampler steps (default {steps})")
     p.add_argument("--samples", type=int, default=samples,
-                   help=f"posterior samples to average (default {samples})")
+                   help=f"latent-diffusion samples; their spread is the uncertainty map (default {samples})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--checkpoint", help="denoiser checkpoint (default: the model shipped with ldm-med)")
@@ -66,14 +74,15 @@ def _input_options(p: argparse.ArgumentParser) -> None:
 def _options(args: argparse.Namespace, method: str | None = None):
     from ldm_med.pipelines.reconstruct import ReconstructOptions
 
-    if args.steps < 1 or args.samples < 1:
-        raise InputError("--steps and --samples must be at least 1")
+    if args.steps < 1 or args.samples < 1 or args.adapt_steps < 0:
+        raise InputError("--steps and --samples must be at least 1, --adapt-steps at least 0")
     from ldm_med.diffusion.samplers import get_sampler
 
     get_sampler(args.sampler)  # fails early with the list of valid names
     return ReconstructOptions(method=method or getattr(args, "method", "ldm"), sampler=args.sampler,
                               steps=args.steps, samples=args.samples, seed=args.seed, device=args.device,
-                              checkpoint=args.checkpoint)
+                              checkpoint=args.checkpoint, refine=args.refine, adapt_steps=args.adapt_steps,
+                              refiner=args.refiner)
 
 
 def _load(path: str, args: argparse.Namespace):
@@ -164,6 +173,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for p in patterns:
         if p not in GAP_PATTERNS:
             raise InputError(f"unknown gap pattern {p!r}; valid: {', '.join(GAP_PATTERNS)}")
+    valid = ("linear", "cubic", "ldm", "ldm:adapt", "ldm:pretrained", "ldm:off")
+    for m in methods:
+        if m not in valid:
+            raise InputError(f"unknown method {m!r}; valid: {', '.join(valid)}")
     options = _options(args, method="ldm")
     volumes = [(Path(p).name, _load(p, args)) for p in args.inputs]  # all inputs checked before any work
     for name, vol in volumes:

@@ -19,9 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
-    kinds = parser.add_subparsers(dest="train_command", metavar="{autoencoder,diffusion,export}")
+    kinds = parser.add_subparsers(dest="train_command", metavar="{autoencoder,diffusion,refiner,export}")
     for kind, text in (("autoencoder", "train the slice autoencoder (run it first)"),
-                       ("diffusion", "train a latent denoiser (slice-inpainting or generation)")):
+                       ("diffusion", "train a latent denoiser (slice-inpainting or generation)"),
+                       ("refiner", "pretrain the slice-gap refiner that reconstruction adapts to each scan")):
         p = kinds.add_parser(kind, help=text)
         p.add_argument("--config", help=f"YAML recipe, e.g. configs/default_{kind}.yaml "
                                         "(optional with --resume)")
@@ -95,12 +96,25 @@ def _warn_differences(given: dict, saved: dict, name: str, prefix: str = "") -> 
 def run_train(args: argparse.Namespace) -> int:
     from ldm_med.train.loop import TrainingDiverged, train
 
+    if args.kind == "refiner":
+        return run_refiner(args)
     cfg, out = resolve_run(args)
     try:
         train(cfg, out, device=args.device, resume=args.resume, stop_at=args.stop_at, progress=not args.quiet)
     except TrainingDiverged as err:
         print(f"ldm-med train: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_refiner(args: argparse.Namespace) -> int:
+    from ldm_med.train.refiner import train_refiner
+
+    if args.resume or args.stop_at is not None:
+        raise InputError("refiner runs take minutes and have no checkpoints: --resume and --stop-at do not apply")
+    cfg, out = resolve_run(args)
+    path = train_refiner(cfg, out, device=args.device, progress=not args.quiet)
+    print(f"wrote {path}")
     return 0
 
 

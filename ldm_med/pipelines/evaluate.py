@@ -37,6 +37,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def method_options(options: ReconstructOptions, method: str) -> ReconstructOptions:
+    """Options for a method name: ``linear``, ``cubic``, ``ldm``, or ``ldm:<refine>`` for an ablation of the
+    refiner (``ldm:pretrained``: not fine-tuned on the scan; ``ldm:off``: the diffusion model alone)."""
+    base, _, refine = method.partition(":")
+    return replace(options, method=base, refine=refine or options.refine)
+
+
 def evaluate_volume(name: str, volume: Volume, patterns: Iterable[str], methods: Iterable[str],
                     options: ReconstructOptions, seed: int = 0,
                     on_row: Callable[[Row], None] | None = None) -> list[Row]:
@@ -48,7 +55,7 @@ def evaluate_volume(name: str, volume: Volume, patterns: Iterable[str], methods:
     for pattern in patterns:
         missing = GAP_PATTERNS[pattern](volume.n_slices, np.random.default_rng(seed))
         for method in methods:
-            result = reconstruct(volume, missing, replace(options, method=method, seed=seed))
+            result = reconstruct(volume, missing, replace(method_options(options, method), seed=seed))
             scores = metrics.evaluate(truth, result.volume.data, missing, axis=volume.slice_axis)
             row = Row(name, pattern, method, int(missing.sum()), scores["psnr"], scores["ssim"],
                       scores["mae"], result.seconds, peak_rss_mb())

@@ -9,6 +9,7 @@ import torch
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_DENOISER = MODELS_DIR / "denoiser.safetensors"
+DEFAULT_REFINER = MODELS_DIR / "refiner.safetensors"
 
 
 @dataclass
@@ -49,3 +50,23 @@ def _load(path: str, device: str) -> InpaintingModel:
         latent_scale=float(ae.extra["latent_scale"]), residual_scale=float(extra["residual_scale"]),
         path=Path(path),
     )
+
+
+def load_refiner(path: str | Path | None = None, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A fresh copy of the slice-gap refiner (default: shipped), free to fine-tune in place."""
+    import copy
+
+    path = Path(path) if path else DEFAULT_REFINER
+    return copy.deepcopy(_load_refiner(str(path.resolve()), str(torch.device(device))))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_refiner(path: str, device: str) -> torch.nn.Module:
+    from ldm_med.checkpoint import load_model
+    from ldm_med.errors import InputError
+    from ldm_med.nets.cpu import use_onednn_convs
+
+    loaded = load_model(path, device)
+    if loaded.kind != "refiner":
+        raise InputError(f"{path}: a {loaded.kind} checkpoint, not a slice-gap refiner")
+    return use_onednn_convs(loaded.model) if torch.device(device).type == "cpu" else loaded.model

@@ -7,7 +7,7 @@ import pytest
 from ldm_med.cli import main
 from ldm_med.data.phantoms import mr_head
 from ldm_med.io import load_volume, save_nifti
-from ldm_med.pipelines.models import DEFAULT_DENOISER, load_inpainting_model
+from ldm_med.pipelines.models import DEFAULT_DENOISER, DEFAULT_REFINER, load_inpainting_model, load_refiner
 from ldm_med.pipelines.reconstruct import ReconstructOptions, reconstruct
 
 
@@ -22,10 +22,33 @@ def test_default_model_ships_with_the_package():
     assert model.ae.downsample == 4 and model.latent_scale > 0 and model.residual_scale > 0
 
 
-def test_reconstruct_with_default_model(volume):
+def test_default_refiner_ships_with_the_package():
+    assert DEFAULT_REFINER.exists()
+    a, b = load_refiner(), load_refiner()
+    assert a is not b  # fresh copies: fine-tuning one never changes the cached original
+    assert sum(p.numel() for p in a.parameters()) < 200_000
+
+
+def test_default_pipeline_refines_and_its_samples_only_add_uncertainty(volume):
     missing = np.zeros(volume.n_slices, bool)
     missing[[2, 3, 6, 9, 10, 11]] = True
-    opts = ReconstructOptions(steps=3, samples=2, seed=1, device="cpu")
+    one = reconstruct(volume, missing, ReconstructOptions(adapt_steps=20, seed=3, device="cpu"))
+    np.testing.assert_array_equal(one.volume.data[..., ~missing], volume.data[..., ~missing])
+    linear = reconstruct(volume, missing, ReconstructOptions(method="linear")).volume.data
+    assert np.abs(one.volume.data[..., missing] - linear[..., missing]).max() > 1e-3
+    assert one.uncertainty is None
+    again = reconstruct(volume, missing, ReconstructOptions(adapt_steps=20, seed=3, device="cpu"))
+    np.testing.assert_array_equal(again.volume.data, one.volume.data)  # reproducible per seed
+    several = reconstruct(volume, missing, ReconstructOptions(adapt_steps=20, seed=3, samples=3, steps=2,
+                                                              device="cpu"))
+    np.testing.assert_allclose(several.volume.data, one.volume.data, atol=1e-3)  # samples centred on it
+    assert several.uncertainty[..., missing].max() > 0 and (several.uncertainty[..., ~missing] == 0).all()
+
+
+def test_reconstruct_with_the_diffusion_model_alone(volume):
+    missing = np.zeros(volume.n_slices, bool)
+    missing[[2, 3, 6, 9, 10, 11]] = True
+    opts = ReconstructOptions(refine="off", steps=3, samples=2, seed=1, device="cpu")
     result = reconstruct(volume, missing, opts)
     out = result.volume
     assert out.shape == volume.shape
@@ -38,7 +61,7 @@ def test_reconstruct_with_default_model(volume):
     assert (result.uncertainty[..., ~missing] == 0).all() and result.uncertainty[..., missing].max() > 0
     again = reconstruct(volume, missing, opts)
     np.testing.assert_array_equal(again.volume.data, out.data)  # reproducible per seed
-    other = reconstruct(volume, missing, ReconstructOptions(steps=3, samples=2, seed=2, device="cpu"))
+    other = reconstruct(volume, missing, ReconstructOptions(refine="off", steps=3, samples=2, seed=2, device="cpu"))
     assert not np.array_equal(other.volume.data, out.data)
 
 
