@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ldm_med.config import AutoencoderRun, DiffusionRun, from_dict, load_config, to_dict
+from ldm_med.config import RUN_CLASSES, from_dict, load_config, to_dict
 from ldm_med.errors import InputError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -17,12 +17,13 @@ def test_shipped_recipes_are_present():
     names = {p.stem for p in RECIPES}
     for kind in ("autoencoder", "diffusion"):
         assert {f"tiny_{kind}", f"default_{kind}", f"gpu_{kind}"} <= names
+    assert {"tiny_refiner", "default_refiner"} <= names
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_every_shipped_recipe_loads_and_round_trips(path):
     cfg = load_config(path)
-    assert isinstance(cfg, (AutoencoderRun, DiffusionRun))
+    assert isinstance(cfg, RUN_CLASSES[path.stem.split("_", 1)[1]])
     resolved = to_dict(cfg)
     assert yaml.safe_load(yaml.safe_dump(resolved)) == resolved  # plain data
     assert from_dict(resolved) == cfg
