@@ -166,17 +166,21 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from ldm_med.masks import GAP_PATTERNS
-    from ldm_med.pipelines.evaluate import evaluate_volume, summary_table, write_csv
+    from ldm_med.pipelines.evaluate import (
+        EVALUATION_METHODS,
+        evaluate_volume,
+        summary_table,
+        write_csv,
+    )
 
     patterns = [p.strip() for p in args.patterns.split(",") if p.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for p in patterns:
         if p not in GAP_PATTERNS:
             raise InputError(f"unknown gap pattern {p!r}; valid: {', '.join(GAP_PATTERNS)}")
-    valid = ("linear", "cubic", "ldm", "ldm:adapt", "ldm:pretrained", "ldm:off")
     for m in methods:
-        if m not in valid:
-            raise InputError(f"unknown method {m!r}; valid: {', '.join(valid)}")
+        if m not in EVALUATION_METHODS:
+            raise InputError(f"unknown method {m!r}; valid: {', '.join(EVALUATION_METHODS)}")
     options = _options(args, method="ldm")
     volumes = [(Path(p).name, _load(p, args)) for p in args.inputs]  # all inputs checked before any work
     for name, vol in volumes:

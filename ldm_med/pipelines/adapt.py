@@ -141,15 +141,16 @@ def refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, device: t
 
     Acquired slices are returned unchanged.
     """
+    missing = np.asarray(missing, dtype=bool)
     x = torch.from_numpy(np.ascontiguousarray(x_c, dtype=np.float32))
-    m = torch.as_tensor(np.asarray(missing, dtype=bool)).float()[None, None, None, :].to(device)
+    m = torch.from_numpy(missing).float()[None, None, None, :].to(device)
     out = torch.zeros_like(x)
     for view, target in zip(through_planes(x), through_planes(out)):
         for s in range(0, view.shape[0], batch):
             planes = view[s:s + batch, None].to(device)
             target[s:s + batch] += net(planes, m.expand(planes.shape[0], 1, 1, -1))[:, 0].float().cpu() / 2
     result = out.numpy()
-    result[~np.asarray(missing, dtype=bool)] = x_c[~np.asarray(missing, dtype=bool)]
+    result[~missing] = x_c[~missing]
     return result
 
 

@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ldm_med import metrics
-from ldm_med.pipelines.reconstruct import ReconstructOptions, reconstruct
+from ldm_med.pipelines.reconstruct import METHODS, REFINE_MODES, ReconstructOptions, reconstruct
+
+# what ``method_options`` understands: the methods, and ``ldm:<refine mode>`` ablations
+EVALUATION_METHODS = METHODS + tuple(f"ldm:{mode}" for mode in REFINE_MODES)
 from ldm_med.volume import Volume
 
 

@@ -141,9 +141,8 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
         ``(estimate, std)`` each ``(n_missing, A, B)``; ``std`` is None without several diffusion samples.
     """
     from ldm_med.data.intensity import intensity_map_for
-    from ldm_med.utils import resolve_device
-
     from ldm_med.pipelines.models import load_inpainting_model, load_refiner
+    from ldm_med.utils import resolve_device
 
     device = resolve_device(opts.device)
     sampling = opts.refine == "off" or opts.samples > 1
@@ -154,16 +153,16 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
     x = imap.forward(anchor).astype(np.float32)  # (Z, A, B) normalised
     if refiner is not None:
         x = refined(refiner, volume, x, missing, opts, device, progress)
-    mean, std = np.zeros_like(x[missing]), None
+    estimate, std = x[missing], None
     if sampling:
         from ldm_med.pipelines.sampling import sample_corrections
 
         corrections = sample_corrections(model, x, missing, opts, device, progress)  # (N, M, A, B)
-        mean = corrections.mean(axis=0) if opts.refine == "off" else mean  # centred on the refiner's estimate
+        if opts.refine == "off":  # otherwise the samples are centred on the refiner's estimate
+            estimate = estimate + corrections.mean(axis=0)
         std = corrections.std(axis=0) if corrections.shape[0] > 1 else None
     scale = (imap.hi - imap.lo) / 2.0  # normalised units -> volume units (linear map)
-    estimate = imap.inverse(x[missing] + mean)
-    return estimate, (std * scale if std is not None else None)
+    return imap.inverse(estimate), (std * scale if std is not None else None)
 
 
 def refined(net, volume: Volume, x_c: np.ndarray, missing: np.ndarray, opts: ReconstructOptions, device,
