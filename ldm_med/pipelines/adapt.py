@@ -7,13 +7,21 @@ A small 2D refiner (``ldm_med.nets.refiner``), pretrained on through-plane plane
 volumes, is fine-tuned on those pairs for a fixed number of steps, then applied to every through-plane
 plane of both in-plane orientations; the two estimates are averaged.
 
+Fine-tuning helps where a scan's in-plane structure predicts its through-plane structure (real brains),
+and hurts where it does not and the pretrained prior knows better (anatomy that repeats along the body
+axis). Which holds is checked on the scan itself, in the true through-plane direction: acquired slices
+are hidden (every other one, two ways) and both refiners fill them from the rest. The result is the
+blend ``w * pretrained + (1 - w) * fine-tuned`` with the least-squares ``w`` in [0, 1] of that check.
+
     x_c (interpolated, normalised) --> planes (W, Z) and (H, Z) --> refiner --> average --> x_a
+    with the refiner's estimate = w * pretrained's + (1 - w) * fine-tuned's, w from the hold-out check
 
 Everything here works on normalised ``(Z, H, W)`` arrays, slices first; acquired slices pass through
 exactly.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ldm_med.pipelines.interpolate import fill_missing_batch
+from ldm_med.pipelines.interpolate import fill_missing, fill_missing_batch
 
 MaskFn = Callable[[int, np.random.Generator], np.ndarray]  # (length, rng) -> bool (length,), True = missing
 Progress = Callable[[str, int, int], None]
@@ -29,7 +37,11 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class AdaptOptions:
-    """Fine-tuning budget. ``steps=0`` applies the refiner as it is (pretrained only)."""
+    """Fine-tuning budget. ``steps=0`` applies the refiner as it is (pretrained only).
+
+    ``blend``: blend the fine-tuned and the pretrained refiner by the through-plane hold-out check
+    (``False``: the fine-tuned refiner alone). ``check_stride``: the check uses every n-th plane.
+    """
 
     steps: int = 300
     batch_size: int = 16
@@ -37,6 +49,17 @@ class AdaptOptions:
     lr: float = 5e-4
     seed: int = 0
     apply_batch: int = 16
+    blend: bool = True
+    check_stride: int = 4
+
+
+@dataclass
+class Refined:
+    """The refined volume ``(Z, H, W)`` and the weight of the pretrained refiner in it (``None``: not
+    blended)."""
+
+    volume: np.ndarray
+    pretrained_weight: float | None = None
 
 
 def through_planes(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -89,6 +112,28 @@ def cyclic_pattern(missing: np.ndarray) -> MaskFn:
     return draw
 
 
+def mixed_patterns(masks: Sequence[np.ndarray]) -> MaskFn:
+    """Cyclic windows of one of ``masks``, chosen at random per draw."""
+    draws = [cyclic_pattern(m) for m in masks]
+    return lambda length, rng: draws[int(rng.integers(len(draws)))](length, rng)
+
+
+def holdout_masks(missing: np.ndarray) -> list[np.ndarray]:
+    """Acquired slices to hide for the through-plane check: every other interior acquired slice, two ways.
+
+    Each mask marks the hidden slices (True); the outermost acquired slices always stay. Empty when
+    fewer than 3 slices are acquired.
+    """
+    acquired = np.flatnonzero(~np.asarray(missing, dtype=bool))
+    masks = []
+    for offset in (1, 2):
+        held = np.zeros(len(missing), dtype=bool)
+        held[acquired[offset:-1:2]] = True
+        if held.any():
+            masks.append(held)
+    return masks
+
+
 def gap_batch(planes: list[Tensor], mask_fn: MaskFn, rng: np.random.Generator, batch: int,
               crop: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
     """A training batch from one randomly chosen plane stack.
@@ -135,6 +180,17 @@ def fit(net: torch.nn.Module, planes: list[Tensor], mask_fn: MaskFn, opts: Adapt
 
 
 @torch.inference_mode()
+def refine_planes(net: torch.nn.Module, planes: Tensor, missing: np.ndarray, device: torch.device | str = "cpu",
+                  batch: int = 16) -> Tensor:
+    """``net`` applied to a stack of through-plane planes ``(N, A, L)`` (CPU tensor in, CPU tensor out)."""
+    m = torch.from_numpy(np.asarray(missing, dtype=bool)).float()[None, None, None, :].to(device)
+    out = torch.empty(planes.shape, dtype=torch.float32)
+    for s in range(0, planes.shape[0], batch):
+        chunk = planes[s:s + batch, None].to(device)
+        out[s:s + batch] = net(chunk, m.expand(chunk.shape[0], 1, 1, -1))[:, 0].float().cpu()
+    return out
+
+
 def refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, device: torch.device | str = "cpu",
            batch: int = 16) -> np.ndarray:
     """Apply ``net`` to the through-plane planes of ``x_c (Z, H, W)``; mean of the two orientations.
@@ -143,21 +199,48 @@ def refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, device: t
     """
     missing = np.asarray(missing, dtype=bool)
     x = torch.from_numpy(np.ascontiguousarray(x_c, dtype=np.float32))
-    m = torch.from_numpy(missing).float()[None, None, None, :].to(device)
     out = torch.zeros_like(x)
     for view, target in zip(through_planes(x), through_planes(out)):
-        for s in range(0, view.shape[0], batch):
-            planes = view[s:s + batch, None].to(device)
-            target[s:s + batch] += net(planes, m.expand(planes.shape[0], 1, 1, -1))[:, 0].float().cpu() / 2
+        target += refine_planes(net, view, missing, device, batch) / 2
     result = out.numpy()
     result[~missing] = x_c[~missing]
     return result
 
 
+def pretrained_weight(pretrained: torch.nn.Module, tuned: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
+                      stride: int = 4, device: torch.device | str = "cpu", batch: int = 16) -> float | None:
+    """Least-squares ``w`` in [0, 1] for ``w * pretrained + (1 - w) * tuned`` on hidden acquired slices.
+
+    The check hides acquired slices (``holdout_masks``), fills the gaps from the remaining ones with
+    both refiners, on every ``stride``-th through-plane plane of each orientation, and compares with the
+    hidden slices' true values. ``None`` when there is nothing to hide (fewer than 3 acquired slices).
+    """
+    missing = np.asarray(missing, dtype=bool)
+    preds: tuple[list[Tensor], list[Tensor]] = ([], [])
+    truths = []
+    for held in holdout_masks(missing):
+        gaps = missing | held
+        x_h = torch.from_numpy(fill_missing(x_c, gaps, axis=0, method="linear").astype(np.float32))
+        x_true = torch.from_numpy(np.ascontiguousarray(x_c, dtype=np.float32))
+        for view, truth in zip(through_planes(x_h), through_planes(x_true)):
+            view, truth = view[::stride], truth[::stride]
+            truths.append(truth[..., held].reshape(-1))
+            for net, out in zip((pretrained, tuned), preds):
+                out.append(refine_planes(net, view, gaps, device, batch)[..., held].reshape(-1))
+    if not truths:
+        return None
+    p, t, y = torch.cat(preds[0]).double(), torch.cat(preds[1]).double(), torch.cat(truths).double()
+    d = p - t
+    return float(((d * (y - t)).sum() / d.square().sum().clamp(min=1e-12)).clamp(0.0, 1.0))
+
+
 def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, spacing: Sequence[float],
                      opts: AdaptOptions | None = None, device: torch.device | str = "cpu",
-                     progress: Progress | None = None) -> np.ndarray:
+                     progress: Progress | None = None) -> Refined:
     """Fine-tune ``net`` (in place) on the scan's own in-plane gaps, then refine ``x_c``.
+
+    With ``opts.blend`` the result blends the fine-tuned and the pretrained (as passed in) refiner by
+    the through-plane hold-out check (``pretrained_weight``).
 
     Args:
         x_c: ``(Z, H, W)`` normalised volume, missing slices linearly interpolated.
@@ -165,7 +248,17 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
         spacing: ``(dz, dh, dw)`` in mm.
     """
     opts = opts or AdaptOptions()
-    if opts.steps > 0:
-        fit(net, inplane_planes(x_c, ~np.asarray(missing, dtype=bool), spacing), cyclic_pattern(missing),
-            opts, device, progress)
-    return refine(net, x_c, missing, device, opts.apply_batch)
+    missing = np.asarray(missing, dtype=bool)
+    if opts.steps == 0:
+        return Refined(refine(net, x_c, missing, device, opts.apply_batch))
+    pretrained = copy.deepcopy(net) if opts.blend else None
+    held = holdout_masks(missing) if opts.blend else []
+    # the hidden-slice patterns are trained on too, so the check compares like with like
+    fit(net, inplane_planes(x_c, ~missing, spacing), mixed_patterns([missing, *held]), opts, device, progress)
+    tuned = refine(net, x_c, missing, device, opts.apply_batch)
+    w = pretrained_weight(pretrained, net, x_c, missing, opts.check_stride, device, opts.apply_batch) \
+        if pretrained is not None else None
+    if not w:  # None or 0: the fine-tuned refiner alone
+        return Refined(tuned, w)
+    blended = w * refine(pretrained, x_c, missing, device, opts.apply_batch) + (1.0 - w) * tuned
+    return Refined(blended.astype(np.float32), w)

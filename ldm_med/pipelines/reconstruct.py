@@ -1,7 +1,8 @@
 """Reconstruct missing slices of a volume: the main job.
 
     volume -> normalise (acquired slices) -> linear interpolation x_c
-      -> refine: slice-gap refiner fine-tuned on the scan's own in-plane gaps (``adapt``) -> estimate x_a
+      -> refine: slice-gap refiner fine-tuned on the scan's own in-plane gaps, blended with the pretrained
+         one by a through-plane check on hidden acquired slices (``adapt``) -> estimate x_a
       -> latent diffusion: N samples of the latent residual around the estimate, over overlapping windows
          (MONAI sliding windows, Gaussian blending, every step), decoded as D(z_a + s_r r) - D(z_a)
       -> result x_a, uncertainty = per-voxel std of the samples
@@ -112,9 +113,9 @@ def reconstruct(volume: Volume, missing: np.ndarray, options: ReconstructOptions
     data = volume.slices_first()  # (Z, A, B) view, original units
     anchor = ANCHOR if opts.method == "ldm" else opts.method
     filled = fill_missing(data, missing, axis=0, method=anchor)  # acquired slices copied exactly
-    uncertainty = None
+    uncertainty, info = None, {}
     if opts.method == "ldm" and missing.any():
-        estimate, spread = model_estimate(volume, filled, missing, opts, progress)
+        estimate, spread, info = model_estimate(volume, filled, missing, opts, progress)
         filled[missing] = estimate
         if spread is not None:
             uncertainty = np.zeros_like(filled)
@@ -124,21 +125,22 @@ def reconstruct(volume: Volume, missing: np.ndarray, options: ReconstructOptions
     out.metadata["synthesised_slices"] = np.flatnonzero(missing).tolist()
     out.metadata["reconstruction"] = {"method": opts.method, "refine": opts.refine, "adapt_steps": opts.adapt_steps,
                                       "sampler": opts.sampler, "steps": opts.steps, "samples": opts.samples,
-                                      "seed": opts.seed}
+                                      "seed": opts.seed, **info}
     if uncertainty is not None:
         uncertainty = np.moveaxis(uncertainty, 0, volume.slice_axis)
     return Reconstruction(out, uncertainty, missing, time.perf_counter() - start)
 
 
 def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts: ReconstructOptions,
-                   progress: Progress | None) -> tuple[np.ndarray, np.ndarray | None]:
+                   progress: Progress | None) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """The missing slices, estimated by the models, in the volume's units.
 
     Args:
         anchor: ``(Z, A, B)`` volume with missing slices linearly interpolated.
 
     Returns:
-        ``(estimate, std)`` each ``(n_missing, A, B)``; ``std`` is None without several diffusion samples.
+        ``(estimate, std, info)``: the first two ``(n_missing, A, B)``, ``std`` None without several
+        diffusion samples; ``info`` says how the refiners were blended (for the output's metadata).
     """
     from ldm_med.data.intensity import intensity_map_for
     from ldm_med.pipelines.models import load_inpainting_model, load_refiner
@@ -151,8 +153,9 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
     model = load_inpainting_model(opts.checkpoint, device) if sampling or opts.checkpoint else None
     imap = intensity_map_for(volume.with_data(volume.data, acquired=~missing))
     x = imap.forward(anchor).astype(np.float32)  # (Z, A, B) normalised
+    info = {}
     if refiner is not None:
-        x = refined(refiner, volume, x, missing, opts, device, progress)
+        x, info["pretrained_weight"] = refined(refiner, volume, x, missing, opts, device, progress)
     estimate, std = x[missing], None
     if sampling:
         from ldm_med.pipelines.sampling import sample_corrections
@@ -162,15 +165,16 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
             estimate = estimate + corrections.mean(axis=0)
         std = corrections.std(axis=0) if corrections.shape[0] > 1 else None
     scale = (imap.hi - imap.lo) / 2.0  # normalised units -> volume units (linear map)
-    return imap.inverse(estimate), (std * scale if std is not None else None)
+    return imap.inverse(estimate), (std * scale if std is not None else None), info
 
 
 def refined(net, volume: Volume, x_c: np.ndarray, missing: np.ndarray, opts: ReconstructOptions, device,
-            progress: Progress | None) -> np.ndarray:
+            progress: Progress | None) -> tuple[np.ndarray, float | None]:
     """``x_c (Z, A, B)`` normalised, with missing slices corrected by the refiner ``net`` (fine-tuned on
-    the scan first with ``refine="adapt"``)."""
+    the scan first with ``refine="adapt"``), and the weight of the pretrained refiner in the blend."""
     from ldm_med.pipelines.adapt import AdaptOptions, adapt_and_refine
 
     steps = opts.adapt_steps if opts.refine == "adapt" else 0
-    return adapt_and_refine(net, x_c, missing, volume.spacing_slices_first(),
-                            AdaptOptions(steps=steps, seed=opts.seed), device, progress)
+    out = adapt_and_refine(net, x_c, missing, volume.spacing_slices_first(),
+                           AdaptOptions(steps=steps, seed=opts.seed), device, progress)
+    return out.volume, out.pretrained_weight

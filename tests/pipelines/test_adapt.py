@@ -67,8 +67,8 @@ def test_fitting_on_inplane_gaps_lowers_the_error_on_missing_slices():
     x_c = fill_missing(x, missing, axis=0, method="linear")
     torch.manual_seed(0)
     net = SliceGapRefiner(16, 4)
-    opts = adapt.AdaptOptions(steps=150, batch_size=8, crop=(24, 24), lr=2e-3)
-    out = adapt.adapt_and_refine(net, x_c, missing, (1.0, 1.0, 1.0), opts)
+    opts = adapt.AdaptOptions(steps=150, batch_size=8, crop=(24, 24), lr=2e-3, blend=False)
+    out = adapt.adapt_and_refine(net, x_c, missing, (1.0, 1.0, 1.0), opts).volume
     np.testing.assert_array_equal(out[~missing], x[~missing])
     err_linear = np.mean((x_c[missing] - x[missing]) ** 2)
     err_refined = np.mean((out[missing] - x[missing]) ** 2)
@@ -83,4 +83,45 @@ def test_adaptation_is_reproducible_per_seed():
     opts = adapt.AdaptOptions(steps=10, batch_size=4, crop=(16, 16))
     a = adapt.adapt_and_refine(copy.deepcopy(net), x_c, missing, (2.0, 1.0, 1.0), opts)
     b = adapt.adapt_and_refine(copy.deepcopy(net), x_c, missing, (2.0, 1.0, 1.0), opts)
-    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a.volume, b.volume)
+    assert a.pretrained_weight == b.pretrained_weight
+
+
+def test_holdout_masks_hide_interior_acquired_slices_two_ways():
+    missing = keep_every(24, 4)  # acquired 0, 4, ..., 20
+    masks = adapt.holdout_masks(missing)
+    assert [np.flatnonzero(m).tolist() for m in masks] == [[4, 12], [8, 16]]
+    assert adapt.holdout_masks(keep_every(8, 7)) == []  # 2 acquired slices: nothing to hide
+
+
+def shifted_refiner(shift: float) -> SliceGapRefiner:
+    """A refiner that adds ``shift`` to linear interpolation on every missing row."""
+    net = SliceGapRefiner(4, 2)
+    net.body[-1].bias.data.fill_(shift)
+    return net
+
+
+@pytest.mark.parametrize("pretrained, tuned, expected", [(0.0, 1.0, 1.0), (1.0, 0.0, 0.0), (1.0, -1.0, 0.5)])
+def test_pretrained_weight_is_the_least_squares_blend_on_hidden_slices(pretrained, tuned, expected):
+    x = smooth_volume((25, 20, 20))
+    missing = keep_every(25, 2)
+    w = adapt.pretrained_weight(shifted_refiner(pretrained), shifted_refiner(tuned), x, missing, stride=2)
+    assert w == pytest.approx(expected, abs=0.1)
+
+
+def test_blend_is_reported_and_stays_between_the_two_refiners():
+    x = smooth_volume((24, 32, 32))
+    missing = keep_every(24, 4)
+    x_c = fill_missing(x, missing, axis=0, method="linear")
+    opts = adapt.AdaptOptions(steps=20, batch_size=4, crop=(16, 16))
+    torch.manual_seed(0)
+    net = SliceGapRefiner(8, 3)
+    pre = adapt.refine(copy.deepcopy(net), x_c, missing)
+    out = adapt.adapt_and_refine(net, x_c, missing, (1.0, 1.0, 1.0), opts)
+    tuned = adapt.refine(net, x_c, missing)
+    w = out.pretrained_weight
+    assert w is not None and 0.0 <= w <= 1.0
+    np.testing.assert_allclose(out.volume, w * pre + (1 - w) * tuned, atol=1e-5)
+    alone = adapt.adapt_and_refine(copy.deepcopy(net), x_c, missing, (1.0, 1.0, 1.0),
+                                   adapt.AdaptOptions(steps=0))
+    assert alone.pretrained_weight is None

@@ -37,6 +37,7 @@ def test_default_pipeline_refines_and_its_samples_only_add_uncertainty(volume):
     linear = reconstruct(volume, missing, ReconstructOptions(method="linear")).volume.data
     assert np.abs(one.volume.data[..., missing] - linear[..., missing]).max() > 1e-3
     assert one.uncertainty is None
+    assert 0.0 <= one.volume.metadata["reconstruction"]["pretrained_weight"] <= 1.0
     again = reconstruct(volume, missing, ReconstructOptions(adapt_steps=20, seed=3, device="cpu"))
     np.testing.assert_array_equal(again.volume.data, one.volume.data)  # reproducible per seed
     several = reconstruct(volume, missing, ReconstructOptions(adapt_steps=20, seed=3, samples=3, steps=2,
