@@ -138,7 +138,8 @@ def write_report(out: Path, rows, ceilings, speed, args) -> None:
              f"Date: {datetime.date.today()}; CPU: {cpu}, {torch.get_num_threads()} threads; torch "
              f"{torch.__version__}; Python {platform.python_version()}.  ",
              f"Models: the shipped defaults (`ldm_med/models/`). `ldm` is the default pipeline: the refiner "
-             f"fine-tuned on each scan for {ReconstructOptions().adapt_steps} steps; `ldm:pretrained` skips "
+             f"fine-tuned on each scan for {ReconstructOptions().adapt_steps} steps and blended with the "
+             f"pretrained one by the hold-out check (docs/method.md); `ldm:pretrained` skips "
              f"the fine-tuning; `ldm:off` is the latent diffusion model alone (sampler "
              f"{ReconstructOptions().sampler}, {args.steps} steps, {args.samples} sample(s)). Metrics on the "
              "removed slices only; dPSNR is the mean over volumes of the method's PSNR minus the better of "
