@@ -218,10 +218,10 @@ def pretrained_weight(pretrained: torch.nn.Module, tuned: torch.nn.Module, x_c: 
     missing = np.asarray(missing, dtype=bool)
     preds: tuple[list[Tensor], list[Tensor]] = ([], [])
     truths = []
+    x_true = torch.from_numpy(np.ascontiguousarray(x_c, dtype=np.float32))
     for held in holdout_masks(missing):
         gaps = missing | held
         x_h = torch.from_numpy(fill_missing(x_c, gaps, axis=0, method="linear").astype(np.float32))
-        x_true = torch.from_numpy(np.ascontiguousarray(x_c, dtype=np.float32))
         for view, truth in zip(through_planes(x_h), through_planes(x_true)):
             view, truth = view[::stride], truth[::stride]
             truths.append(truth[..., held].reshape(-1))
@@ -256,8 +256,9 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
     # the hidden-slice patterns are trained on too, so the check compares like with like
     fit(net, inplane_planes(x_c, ~missing, spacing), mixed_patterns([missing, *held]), opts, device, progress)
     tuned = refine(net, x_c, missing, device, opts.apply_batch)
-    w = pretrained_weight(pretrained, net, x_c, missing, opts.check_stride, device, opts.apply_batch) \
-        if pretrained is not None else None
+    w = None
+    if pretrained is not None:
+        w = pretrained_weight(pretrained, net, x_c, missing, opts.check_stride, device, opts.apply_batch)
     if not w:  # None or 0: the fine-tuned refiner alone
         return Refined(tuned, w)
     blended = w * refine(pretrained, x_c, missing, device, opts.apply_batch) + (1.0 - w) * tuned
