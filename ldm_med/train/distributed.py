@@ -64,7 +64,15 @@ def init_distributed(device: str = "auto") -> DistContext:
 
 
 def shutdown(ctx: DistContext) -> None:
+    """End a successful run: every rank meets at a barrier, then the process group is destroyed.
+
+    Without the barrier a rank that finishes first tears down its gloo pairs while rank 0 is still
+    writing, and rank 0 can abort at exit ("terminate called without an active exception"). After an
+    error nothing is torn down here: a collective with a failed peer would hang, and torchrun stops
+    the other ranks anyway.
+    """
     if ctx.enabled and dist.is_initialized():
+        barrier(ctx)
         dist.destroy_process_group()
 
 

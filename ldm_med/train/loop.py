@@ -79,10 +79,9 @@ def train(cfg: AutoencoderRun | DiffusionRun, out: str | Path, *, device: str = 
         progress: show a progress bar (rank 0).
     """
     ctx = init_distributed(device)
-    try:
-        return _run(cfg, Path(out), ctx, resume, stop_at, progress)
-    finally:
-        shutdown(ctx)
+    result = _run(cfg, Path(out), ctx, resume, stop_at, progress)
+    shutdown(ctx)
+    return result
 
 
 def _say(ctx: DistContext, message: str) -> None:
