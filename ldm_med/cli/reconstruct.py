@@ -55,7 +55,8 @@ def _model_options(p: argparse.ArgumentParser, samples: int = 1, steps: int | No
                         "use it as shipped (pretrained), or leave the estimate to the diffusion model (off)")
     p.add_argument("--adapt-steps", type=int, default=ReconstructOptions.adapt_steps,
                    help=f"fine-tuning steps of --refine adapt (default {ReconstructOptions.adapt_steps})")
-    p.add_argument("--refiner", help="refiner checkpoint (default: the one shipped with ldm-med)")
+    p.add_argument("--refiner", help="refiner checkpoint (default: shipped with ldm-med, one for CT in "
+                                              "Hounsfield units and a general one for everything else)")
     p.add_argument("--sampler", default="dpm++2m", help="sampler name (default dpm++2m)")
     p.add_argument("--steps", type=int, default=steps, help=f"sampler steps (default {steps})")
     p.add_argument("--samples", type=int, default=samples,

@@ -45,6 +45,11 @@ class IntensityMap:
         """Normalised -> scanner values."""
         return (y + 1.0) * ((self.hi - self.lo) / 2.0) + self.lo
 
+    @property
+    def is_ct(self) -> bool:
+        """The fixed CT window: the volume was taken for CT (``intensity_map_for``)."""
+        return (self.lo, self.hi) == CT_WINDOW
+
     def to_dict(self) -> dict[str, float]:
         return {"lo": self.lo, "hi": self.hi}
 

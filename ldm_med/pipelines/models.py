@@ -9,7 +9,8 @@ import torch
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_DENOISER = MODELS_DIR / "denoiser.safetensors"
-DEFAULT_REFINER = MODELS_DIR / "refiner.safetensors"
+# CT (Hounsfield units) gets a refiner trained on CT alone; everything else the general one (CT and MR)
+DEFAULT_REFINERS = {"CT": MODELS_DIR / "ct_refiner.safetensors", "other": MODELS_DIR / "refiner.safetensors"}
 
 
 @dataclass
@@ -52,11 +53,20 @@ def _load(path: str, device: str) -> InpaintingModel:
     )
 
 
-def load_refiner(path: str | Path | None = None, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """A fresh copy of the slice-gap refiner (default: shipped), free to fine-tune in place."""
+def default_refiner(modality: str) -> Path:
+    """The shipped refiner for ``modality``: the CT one for ``"CT"``, the general one for anything else."""
+    return DEFAULT_REFINERS["CT" if modality.upper() == "CT" else "other"]
+
+
+def load_refiner(path: str | Path | None = None, device: torch.device | str = "cpu",
+                 modality: str = "other") -> torch.nn.Module:
+    """A fresh copy of a slice-gap refiner, free to fine-tune in place.
+
+    ``path`` defaults to the shipped refiner for ``modality`` (``default_refiner``).
+    """
     import copy
 
-    path = Path(path) if path else DEFAULT_REFINER
+    path = Path(path) if path else default_refiner(modality)
     return copy.deepcopy(_load_refiner(str(path.resolve()), str(torch.device(device))))
 
 

@@ -1,8 +1,9 @@
 """Reconstruct missing slices of a volume: the main job.
 
     volume -> normalise (acquired slices) -> linear interpolation x_c
-      -> refine: slice-gap refiner fine-tuned on the scan's own in-plane gaps, blended with the pretrained
-         one by a through-plane check on hidden acquired slices (``adapt``) -> estimate x_a
+      -> refine: slice-gap refiner (shipped: one for CT, a general one for the rest) fine-tuned on the scan's
+         own in-plane gaps, blended with the pretrained one by a through-plane check on hidden acquired
+         slices (``adapt``) -> estimate x_a
       -> latent diffusion: N samples of the latent residual around the estimate, over overlapping windows
          (MONAI sliding windows, Gaussian blending, every step), decoded as D(z_a + s_r r) - D(z_a)
       -> result x_a, uncertainty = per-voxel std of the samples
@@ -23,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -140,20 +142,23 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
 
     Returns:
         ``(estimate, std, info)``: the first two ``(n_missing, A, B)``, ``std`` None without several
-        diffusion samples; ``info`` says how the refiners were blended (for the output's metadata).
+        diffusion samples; ``info`` names the refiner and its blend weight (for the output's metadata).
     """
     from ldm_med.data.intensity import intensity_map_for
-    from ldm_med.pipelines.models import load_inpainting_model, load_refiner
+    from ldm_med.pipelines.models import default_refiner, load_inpainting_model, load_refiner
     from ldm_med.utils import resolve_device
 
     device = resolve_device(opts.device)
     sampling = opts.refine == "off" or opts.samples > 1
-    # load (and so check) every model asked for before any work
-    refiner = load_refiner(opts.refiner, device) if opts.refine != "off" else None
-    model = load_inpainting_model(opts.checkpoint, device) if sampling or opts.checkpoint else None
     imap = intensity_map_for(volume.with_data(volume.data, acquired=~missing))
-    x = imap.forward(anchor).astype(np.float32)  # (Z, A, B) normalised
     info = {}
+    # load (and so check) every model asked for before any work; the shipped refiners are per modality
+    refiner = None
+    if opts.refine != "off":
+        path = Path(opts.refiner) if opts.refiner else default_refiner("CT" if imap.is_ct else "other")
+        refiner, info["refiner"] = load_refiner(path, device), path.name
+    model = load_inpainting_model(opts.checkpoint, device) if sampling or opts.checkpoint else None
+    x = imap.forward(anchor).astype(np.float32)  # (Z, A, B) normalised
     if refiner is not None:
         x, info["pretrained_weight"] = refined(refiner, volume, x, missing, opts, device, progress)
     estimate, std = x[missing], None

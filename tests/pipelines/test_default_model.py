@@ -5,9 +5,14 @@ import numpy as np
 import pytest
 
 from ldm_med.cli import main
-from ldm_med.data.phantoms import mr_head
+from ldm_med.data.phantoms import ct_body, mr_head
 from ldm_med.io import load_volume, save_nifti
-from ldm_med.pipelines.models import DEFAULT_DENOISER, DEFAULT_REFINER, load_inpainting_model, load_refiner
+from ldm_med.pipelines.models import (
+    DEFAULT_DENOISER,
+    DEFAULT_REFINERS,
+    load_inpainting_model,
+    load_refiner,
+)
 from ldm_med.pipelines.reconstruct import ReconstructOptions, reconstruct
 
 
@@ -22,11 +27,26 @@ def test_default_model_ships_with_the_package():
     assert model.ae.downsample == 4 and model.latent_scale > 0 and model.residual_scale > 0
 
 
-def test_default_refiner_ships_with_the_package():
-    assert DEFAULT_REFINER.exists()
+def test_default_refiners_ship_with_the_package():
+    assert all(path.exists() for path in DEFAULT_REFINERS.values())
     a, b = load_refiner(), load_refiner()
     assert a is not b  # fresh copies: fine-tuning one never changes the cached original
     assert sum(p.numel() for p in a.parameters()) < 200_000
+    ct, other = load_refiner(modality="CT"), load_refiner(modality="MR")  # anything but CT: the general one
+    assert any((p - q).abs().max() > 0 for p, q in zip(ct.parameters(), other.parameters()))
+
+
+def test_the_refiner_is_chosen_by_modality():
+    missing = np.zeros(14, bool)
+    missing[[3, 6, 9]] = True
+    ct = ct_body(shape=(32, 32, 14), seed=4242)
+    used = {}
+    for name, vol in (("ct", ct), ("mr", mr_head(shape=(32, 32, 14), seed=4242))):
+        out = reconstruct(vol, missing, ReconstructOptions(refine="pretrained", device="cpu")).volume
+        used[name] = out.metadata["reconstruction"]["refiner"]
+    assert used == {"ct": DEFAULT_REFINERS["CT"].name, "mr": DEFAULT_REFINERS["other"].name}
+    chosen = ReconstructOptions(refine="pretrained", device="cpu", refiner=str(DEFAULT_REFINERS["other"]))
+    assert reconstruct(ct, missing, chosen).volume.metadata["reconstruction"]["refiner"] == used["mr"]
 
 
 def test_default_pipeline_refines_and_its_samples_only_add_uncertainty(volume):

@@ -17,7 +17,7 @@ def test_shipped_recipes_are_present():
     names = {p.stem for p in RECIPES}
     for kind in ("autoencoder", "diffusion"):
         assert {f"tiny_{kind}", f"default_{kind}", f"gpu_{kind}"} <= names
-    assert {"tiny_refiner", "default_refiner"} <= names
+    assert {"tiny_refiner", "default_refiner", "ct_refiner"} <= names
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
