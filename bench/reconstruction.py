@@ -137,7 +137,8 @@ def write_report(out: Path, rows, ceilings, speed, args) -> None:
              f"Command: `python bench/reconstruction.py {' '.join(sys.argv[1:])}`  ",
              f"Date: {datetime.date.today()}; CPU: {cpu}, {torch.get_num_threads()} threads; torch "
              f"{torch.__version__}; Python {platform.python_version()}.  ",
-             f"Models: the shipped defaults (`ldm_med/models/`). `ldm` is the default pipeline: the refiner "
+             f"Models: the shipped defaults (`ldm_med/models/`). `ldm` is the default pipeline: the shipped "
+             f"refiner for the volume (the CT one for the CT phantoms, the general one for the rest) "
              f"fine-tuned on each scan for {ReconstructOptions().adapt_steps} steps and blended with the "
              f"pretrained one by the hold-out check (docs/method.md); `ldm:pretrained` skips "
              f"the fine-tuning; `ldm:off` is the latent diffusion model alone (sampler "
