@@ -255,11 +255,14 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
     held = holdout_masks(missing) if opts.blend else []
     # the hidden-slice patterns are trained on too, so the check compares like with like
     fit(net, inplane_planes(x_c, ~missing, spacing), mixed_patterns([missing, *held]), opts, device, progress)
-    tuned = refine(net, x_c, missing, device, opts.apply_batch)
     w = None
     if pretrained is not None:
         w = pretrained_weight(pretrained, net, x_c, missing, opts.check_stride, device, opts.apply_batch)
+    # each refiner runs over the whole volume only when its weight is not zero
     if not w:  # None or 0: the fine-tuned refiner alone
-        return Refined(tuned, w)
+        return Refined(refine(net, x_c, missing, device, opts.apply_batch), w)
+    if w == 1.0:
+        return Refined(refine(pretrained, x_c, missing, device, opts.apply_batch), w)
+    tuned = refine(net, x_c, missing, device, opts.apply_batch)
     blended = w * refine(pretrained, x_c, missing, device, opts.apply_batch) + (1.0 - w) * tuned
     return Refined(blended.astype(np.float32), w)
