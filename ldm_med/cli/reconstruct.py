@@ -45,12 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _model_options(p: argparse.ArgumentParser, samples: int = 1, steps: int | None = None,
                    method: bool = True) -> None:
-    from ldm_med.pipelines.reconstruct import ReconstructOptions
+    from ldm_med.pipelines.reconstruct import METHODS, REFINE_MODES, ReconstructOptions
 
     steps = steps or ReconstructOptions.steps
     if method:
-        p.add_argument("--method", default="ldm", choices=("ldm", "linear", "cubic"))
-    p.add_argument("--refine", default="adapt", choices=("adapt", "pretrained", "off"),
+        p.add_argument("--method", default="ldm", choices=METHODS)
+    p.add_argument("--refine", default="adapt", choices=REFINE_MODES,
                    help="slice-gap refiner: fine-tune it on this scan's own in-plane data (adapt, default), "
                         "use it as shipped (pretrained), or leave the estimate to the diffusion model (off)")
     p.add_argument("--adapt-steps", type=int, default=ReconstructOptions.adapt_steps,

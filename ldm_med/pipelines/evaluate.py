@@ -16,10 +16,10 @@ import numpy as np
 
 from ldm_med import metrics
 from ldm_med.pipelines.reconstruct import METHODS, REFINE_MODES, ReconstructOptions, reconstruct
+from ldm_med.volume import Volume
 
 # what ``method_options`` understands: the methods, and ``ldm:<refine mode>`` ablations
 EVALUATION_METHODS = METHODS + tuple(f"ldm:{mode}" for mode in REFINE_MODES)
-from ldm_med.volume import Volume
 
 
 @dataclass

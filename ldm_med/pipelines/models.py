@@ -58,15 +58,11 @@ def default_refiner(modality: str) -> Path:
     return DEFAULT_REFINERS["CT" if modality.upper() == "CT" else "other"]
 
 
-def load_refiner(path: str | Path | None = None, device: torch.device | str = "cpu",
-                 modality: str = "other") -> torch.nn.Module:
-    """A fresh copy of a slice-gap refiner, free to fine-tune in place.
-
-    ``path`` defaults to the shipped refiner for ``modality`` (``default_refiner``).
-    """
+def load_refiner(path: str | Path | None = None, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A fresh copy of a slice-gap refiner (default: the shipped general one), free to fine-tune in place."""
     import copy
 
-    path = Path(path) if path else default_refiner(modality)
+    path = Path(path) if path else DEFAULT_REFINERS["other"]
     return copy.deepcopy(_load_refiner(str(path.resolve()), str(torch.device(device))))
 
 

@@ -10,6 +10,7 @@ from ldm_med.io import load_volume, save_nifti
 from ldm_med.pipelines.models import (
     DEFAULT_DENOISER,
     DEFAULT_REFINERS,
+    default_refiner,
     load_inpainting_model,
     load_refiner,
 )
@@ -32,7 +33,7 @@ def test_default_refiners_ship_with_the_package():
     a, b = load_refiner(), load_refiner()
     assert a is not b  # fresh copies: fine-tuning one never changes the cached original
     assert sum(p.numel() for p in a.parameters()) < 200_000
-    ct, other = load_refiner(modality="CT"), load_refiner(modality="MR")  # anything but CT: the general one
+    ct, other = load_refiner(default_refiner("CT")), load_refiner(default_refiner("MR"))  # not CT: general
     assert any((p - q).abs().max() > 0 for p, q in zip(ct.parameters(), other.parameters()))
 
 
