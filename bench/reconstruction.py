@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from ldm_med import metrics
 from ldm_med.pipelines.evaluate import evaluate_volume, per_volume_table, summary_table, write_csv
-from ldm_med.pipelines.reconstruct import ReconstructOptions
+from ldm_med import ReconstructOptions
 
 EVAL_SEED = 700000
 
@@ -50,10 +50,10 @@ def ceiling_rows(name, volume, pattern="x4", seed=0):
     """PSNR on missing slices of: linear, cubic, the AE's own reconstruction, the oracle residual."""
     from ldm_med.data.intensity import intensity_map_for
     from ldm_med.masks import GAP_PATTERNS
-    from ldm_med.pipelines.interpolate import fill_missing
-    from ldm_med.pipelines.latent_inpaint import ANCHOR
-    from ldm_med.pipelines.models import load_inpainting_model
-    from ldm_med.pipelines.sampling import _pad_hw
+    from ldm_med.inpainting.interpolate import fill_missing
+    from ldm_med.inpainting.latent import ANCHOR
+    from ldm_med.inpainting.models import load_inpainting_model
+    from ldm_med.inpainting.sampling import _pad_hw
 
     model = load_inpainting_model()
     missing = GAP_PATTERNS[pattern](volume.n_slices, np.random.default_rng(seed))
@@ -83,7 +83,7 @@ def timed_run(shape, args) -> dict:
 import json, resource, time, numpy as np
 from ldm_med.data.phantoms import ct_body
 from ldm_med.masks import GAP_PATTERNS
-from ldm_med.pipelines.reconstruct import ReconstructOptions, reconstruct
+from ldm_med import ReconstructOptions, reconstruct
 vol = ct_body(shape={tuple(shape)}, spacing=(0.8, 0.8, 1.5), seed={EVAL_SEED + 50})
 missing = GAP_PATTERNS['x4'](vol.n_slices, np.random.default_rng(0))
 t = time.perf_counter()

@@ -1,13 +1,25 @@
 """ldm-med: latent diffusion for volumetric scans.
 
-Data flows one way: files -> ``Volume`` -> normalise -> encode -> sample in latent space -> decode ->
-paste acquired slices -> un-normalise -> ``Volume`` -> files / napari layers.
+The public API, the one surface the command line, the batch runner and the napari plugin call::
+
+    import ldm_med
+
+    volume = ldm_med.load_volume("scan.nii.gz")
+    missing = ldm_med.parse_missing("keep-every:4", volume)
+    result = ldm_med.reconstruct(volume, missing, ldm_med.ReconstructOptions(samples=4))
+    ldm_med.save_volume(result.volume, "full.nii.gz")
+
+Names are imported on first use, so ``import ldm_med`` does not load torch.
+Data flows one way: files -> ``Volume`` -> normalise -> refine / sample in latent space -> paste
+acquired slices -> un-normalise -> ``Volume`` -> files / napari layers.
 """
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from ldm_med.errors import InputError
+from ldm_med.errors import Cancelled, InputError
 from ldm_med.volume import Volume
 
 try:
@@ -15,4 +27,35 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-__all__ = ["InputError", "Volume", "__version__"]
+# public name -> the module that defines it (imported when the name is first used)
+_LAZY = {
+    "load_volume": "ldm_med.api",
+    "save_volume": "ldm_med.api",
+    "parse_missing": "ldm_med.api",
+    "ReconstructOptions": "ldm_med.options",
+    "METHODS": "ldm_med.options",
+    "REFINE_MODES": "ldm_med.options",
+    "reconstruct": "ldm_med.pipelines.reconstruct",
+    "Reconstruction": "ldm_med.pipelines.reconstruct",
+    "Progress": "ldm_med.progress",
+}
+
+__all__ = ["Cancelled", "InputError", "Volume", "__version__", *_LAZY]
+
+if TYPE_CHECKING:
+    from ldm_med.api import load_volume, parse_missing, save_volume
+    from ldm_med.options import METHODS, REFINE_MODES, ReconstructOptions
+    from ldm_med.pipelines.reconstruct import Reconstruction, reconstruct
+    from ldm_med.progress import Progress
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ldm_med' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

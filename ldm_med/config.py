@@ -271,7 +271,7 @@ class DiffusionRun:
     loss: DiffusionLossConfig = field(default_factory=DiffusionLossConfig)
     residual_scale: float | None = None
     residual_scale_batches: int = 8
-    interpolation: Literal["linear", "cubic"] = "linear"  # the anchor; reconstruct uses latent_inpaint.ANCHOR
+    interpolation: Literal["linear", "cubic"] = "linear"  # the anchor; reconstruct uses inpainting.latent.ANCHOR
     labels: LabelConfig = field(default_factory=LabelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
@@ -320,7 +320,7 @@ class RefinerModel:
 @dataclass
 class RefinerRun:
     """A slice-gap refiner recipe: pretrained on through-plane planes of the sources with random gap masks
-    (``ldm_med.pipelines.adapt``); reconstruction fine-tunes it on each scan. ``data.crop`` is the
+    (``ldm_med.inpainting.refine``); reconstruction fine-tunes it on each scan. ``data.crop`` is the
     ``(A, L)`` plane crop, L along the slice axis; ``optim.lr`` is Adam's constant rate."""
 
     kind: Literal["refiner"] = "refiner"

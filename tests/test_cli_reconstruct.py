@@ -65,7 +65,7 @@ def test_checkpoint_that_is_not_ldm_med(tmp_path, capsys, small_nifti):
 
 
 def test_refiner_that_is_a_denoiser(tmp_path, capsys, small_nifti):
-    from ldm_med.pipelines.models import DEFAULT_DENOISER
+    from ldm_med.inpainting.models import DEFAULT_DENOISER
 
     err = _bad(tmp_path, capsys, [str(small_nifti), "--missing", "3", "--refiner", str(DEFAULT_DENOISER)])
     assert "refiner" in err and str(DEFAULT_DENOISER.name) in err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _model_options(p: argparse.ArgumentParser, samples: int = 1, steps: int | None = None,
                    method: bool = True) -> None:
-    from ldm_med.pipelines.reconstruct import METHODS, REFINE_MODES, ReconstructOptions
+    from ldm_med.options import METHODS, REFINE_MODES, ReconstructOptions
 
     steps = steps or ReconstructOptions.steps
     if method:
@@ -56,15 +57,16 @@ def _model_options(p: argparse.ArgumentParser, samples: int = 1, steps: int | No
     p.add_argument("--adapt-steps", type=int, default=ReconstructOptions.adapt_steps,
                    help=f"fine-tuning steps of --refine adapt (default {ReconstructOptions.adapt_steps})")
     p.add_argument("--refiner", help="refiner checkpoint (default: shipped with ldm-med, one for CT in "
-                                              "Hounsfield units and a general one for everything else)")
-    p.add_argument("--sampler", default="dpm++2m", help="sampler name (default dpm++2m)")
+                                     "Hounsfield units and a general one for everything else)")
+    p.add_argument("--sampler", default=ReconstructOptions.sampler,
+                   help=f"sampler name (default {ReconstructOptions.sampler})")
     p.add_argument("--steps", type=int, default=steps, help=f"sampler steps (default {steps})")
     p.add_argument("--samples", type=int, default=samples,
                    help=f"latent-diffusion samples; their spread is the uncertainty map (default {samples})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--checkpoint", help="denoiser checkpoint (default: the model shipped with ldm-med)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
 def _input_options(p: argparse.ArgumentParser) -> None:
@@ -73,13 +75,9 @@ def _input_options(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace, method: str | None = None):
-    from ldm_med.pipelines.reconstruct import ReconstructOptions
+    """``ReconstructOptions`` from the parsed flags; they validate themselves (``InputError``)."""
+    from ldm_med import ReconstructOptions
 
-    if args.steps < 1 or args.samples < 1 or args.adapt_steps < 0:
-        raise InputError("--steps and --samples must be at least 1, --adapt-steps at least 0")
-    from ldm_med.diffusion.samplers import get_sampler
-
-    get_sampler(args.sampler)  # fails early with the list of valid names
     return ReconstructOptions(method=method or getattr(args, "method", "ldm"), sampler=args.sampler,
                               steps=args.steps, samples=args.samples, seed=args.seed, device=args.device,
                               checkpoint=args.checkpoint, refine=args.refine, adapt_steps=args.adapt_steps,
@@ -87,68 +85,45 @@ def _options(args: argparse.Namespace, method: str | None = None):
 
 
 def _load(path: str, args: argparse.Namespace):
-    from ldm_med.io import load_volume
+    from ldm_med import load_volume
 
-    if not Path(path).exists():
-        raise InputError(f"{path}: no such file or folder")
-    volume = load_volume(path, volume_index=args.volume_index, series=args.series)
-    axis = args.axis
-    if axis is None and not Path(path).is_dir():
-        axis = 2  # NIfTI: the last voxel axis unless --axis says otherwise (DICOM: the acquisition axis)
-    if axis is not None and axis != volume.slice_axis:
-        volume = volume.with_data(volume.data, slice_axis=axis, acquired=None)
-    return volume
+    return load_volume(path, axis=args.axis, volume_index=args.volume_index, series=args.series)
 
 
-def _check_nifti_path(path: str | None, flag: str) -> None:
-    if path and not path.endswith((".nii", ".nii.gz")):
-        raise InputError(f"{flag} {path}: output must be a NIfTI file ending in .nii or .nii.gz")
+@contextlib.contextmanager
+def _progress(quiet: bool):
+    """The command line's progress reporter (bars on a terminal, plain lines otherwise), closed at the end."""
+    from ldm_med.progress import progress_reporter
 
-
-class _Bar:
-    """A tqdm bar per stage on stderr."""
-
-    def __init__(self, quiet: bool):
-        self.quiet, self.bars = quiet, {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        from tqdm import tqdm
-
-        bar = self.bars.get(stage) or self.bars.setdefault(
-            stage, tqdm(total=total, desc=stage, file=sys.stderr, leave=False))
-        bar.n = done
-        bar.refresh()
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
+    reporter = progress_reporter(quiet)
+    try:
+        yield reporter
+    finally:
+        if reporter is not None:
+            reporter.close()
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    from ldm_med.io import save_nifti
-    from ldm_med.masks import format_indices, parse_missing_spec
-    from ldm_med.pipelines.reconstruct import reconstruct
+    import ldm_med
+    from ldm_med.io.nifti import require_nifti_path
+    from ldm_med.masks import format_indices
 
-    _check_nifti_path(args.output, "-o")
-    _check_nifti_path(args.uncertainty, "--uncertainty")
+    require_nifti_path(args.output, "-o")
+    if args.uncertainty:
+        require_nifti_path(args.uncertainty, "--uncertainty")
     if args.uncertainty and args.samples < 2:
         raise InputError("--uncertainty needs --samples 2 or more (it is the std over samples)")
     options = _options(args)
     volume = _load(args.input, args)
-    missing = parse_missing_spec(args.missing, volume.n_slices, volume)
+    missing = ldm_med.parse_missing(args.missing, volume)
     if not missing.any():
         print(f"{args.input}: no missing slices found along axis {volume.slice_axis}; "
               "output is a copy of the input", file=sys.stderr)
-    bar = _Bar(args.quiet)
-    try:
-        result = reconstruct(volume, missing, options, progress=bar)
-    finally:
-        bar.close()
-    save_nifti(result.volume, args.output)
+    with _progress(args.quiet) as progress:
+        result = ldm_med.reconstruct(volume, missing, options, progress=progress)
+    ldm_med.save_volume(result.volume, args.output)
     if args.uncertainty:
-        save_nifti(result.volume.with_data(result.uncertainty), args.uncertainty)
+        ldm_med.save_volume(result.volume.with_data(result.uncertainty), args.uncertainty)
     print(f"filled {int(missing.sum())} of {volume.n_slices} slices along axis {volume.slice_axis} "
           f"({format_indices(missing)}) with {options.method} in {result.seconds:.1f} s -> {args.output}")
     return 0
@@ -157,14 +132,9 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from ldm_med.pipelines.demo import run_demo as demo
 
-    bar = _Bar(args.quiet)
-    try:
-        demo(Path(args.out), _options(args, method="ldm"), gap=args.gap, progress=bar)
-    finally:
-        bar.close()
+    with _progress(args.quiet) as progress:
+        demo(Path(args.out), _options(args, method="ldm"), gap=args.gap, progress=progress)
     return 0
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
     from ldm_med.masks import GAP_PATTERNS
     from ldm_med.pipelines.evaluate import (

@@ -80,7 +80,9 @@ class VPSDE:
         if self.s <= 0.0:
             raise InputError(f"cosine VP-SDE needs s > 0, got s={self.s}")
         self._c = math.pi / (2.0 * (1.0 + self.s))  # d f / dt with f(t) = c (t + s)
-        self._log_cos_f0 = math.log(math.cos(self._c * self.s))
+        self._cos_f0, self._sin_f0 = math.cos(self._c * self.s), math.sin(self._c * self.s)
+        self._tan_f0 = math.tan(self._c * self.s)
+        self._log_cos_f0 = math.log(self._cos_f0)
         if self.beta_max <= 2.0 * self._c * math.tan(self._c * self.s):
             raise InputError(
                 f"cosine VP-SDE: beta_max={self.beta_max} (the clip) must exceed beta(0)"
@@ -103,22 +105,34 @@ class VPSDE:
         """``int_0^t beta(u) du`` (closed form)."""
         t = _as_time(t)
         if self.schedule == "linear":
-            return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t * t
-        tc = t.clamp(max=self._t_clip)
-        smooth = -2.0 * (torch.log(torch.cos(self._c * (tc + self.s))) - self._log_cos_f0)
-        return smooth + self.beta_max * (t - tc)
+            ib = self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t * t
+        else:
+            # -2 log(cos(c (t + s)) / cos(c s)) with the ratio written as
+            # 1 - 2 sin^2(c t / 2) - tan(c s) sin(c t): no cancellation against cos(c s), so it is
+            # exactly 0 at t = 0 in every dtype (the direct form is ~1e-20 off in float64, of
+            # either sign, and 3e-8 off in float32) and accurate for small t.
+            tc = t.clamp(max=self._t_clip)
+            u = self._c * tc
+            ratio_m1 = -2.0 * torch.sin(0.5 * u) ** 2 - self._tan_f0 * torch.sin(u)
+            ib = -2.0 * torch.log1p(ratio_m1) + self.beta_max * (t - tc)
+        return ib.clamp(min=0.0)  # >= 0 in exact arithmetic; keeps sigma and log_snr real
 
     def alpha(self, t: float | Tensor) -> Tensor:
         """Signal scale ``exp(-1/2 int_beta)``; ``alpha(0) = 1``."""
         return torch.exp(-0.5 * self.int_beta(t))
 
     def sigma(self, t: float | Tensor) -> Tensor:
-        """Noise scale ``sqrt(1 - alpha^2)``, accurate for small t."""
-        return torch.sqrt(-torch.expm1(-self.int_beta(t)))
+        """Noise scale ``sqrt(1 - alpha^2)``, accurate for small t; ``sigma(0) = 0``."""
+        return torch.sqrt((-torch.expm1(-self.int_beta(t))).clamp(min=0.0))
 
     def log_snr(self, t: float | Tensor) -> Tensor:
-        """``log(alpha^2 / sigma^2) = -log(expm1(int_beta))``; ``+inf`` at t = 0."""
-        return -torch.log(torch.expm1(self.int_beta(t)))
+        """``log(alpha^2 / sigma^2) = -int_beta - log(1 - exp(-int_beta))``; ``+inf`` at t = 0.
+
+        Written with ``log(alpha^2) = -int_beta`` so it stays finite for a large ``int_beta``
+        (``expm1(int_beta)`` overflows float32 beyond 88).
+        """
+        ib = self.int_beta(t)
+        return -ib - torch.log((-torch.expm1(-ib)).clamp(min=0.0))
 
     def t_from_log_snr(self, log_snr: float | Tensor) -> Tensor:
         """Exact inverse of ``log_snr``."""
@@ -127,10 +141,16 @@ class VPSDE:
             d = (
                 self.beta_max - self.beta_min
             )  # root of d/2 t^2 + beta_min t - b = 0, cancellation-free
-            return 2.0 * b / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * d * b))
+            t = 2.0 * b / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * d * b))
+            return torch.where(torch.isinf(b), b, t)  # log_snr = -inf: t = inf, not inf / inf
         smooth = b.clamp(max=self._int_clip)
-        f = torch.acos(torch.exp(self._log_cos_f0 - 0.5 * smooth))
-        return (f / self._c - self.s).clamp(min=0.0) + (b - smooth) / self.beta_max
+        # c t = acos(p) - acos(q) for q = cos(c s), p = q exp(-smooth / 2), as one atan2 whose sine
+        # part is a multiple of 1 - exp(-smooth): exactly 0 at log_snr = +inf, and no acos near 1.
+        e = torch.exp(-0.5 * smooth)
+        sin_p = torch.sqrt((-torch.expm1(2.0 * self._log_cos_f0 - smooth)).clamp(min=0.0))
+        num = self._cos_f0 * -torch.expm1(-smooth) / (sin_p + e * self._sin_f0)
+        den = self._cos_f0**2 * e + sin_p * self._sin_f0
+        return torch.atan2(num, den) / self._c + (b - smooth) / self.beta_max
 
     # -- process -----------------------------------------------------------------------------------
     def _coef(self, fn, t: float | Tensor, x: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ from ldm_med.errors import InputError
 from ldm_med.io.nifti import NIBABEL_SUFFIXES, has_suffix, load_nifti, save_nifti
 from ldm_med.volume import Volume
 
-__all__ = ["describe", "load_volume", "save_nifti", "select_series"]
+__all__ = ["describe", "is_dicom_input", "load_volume", "save_nifti", "select_series"]
 
 
 def _looks_like_dicom(path: Path) -> bool:
@@ -35,6 +35,11 @@ def _dicom_target(path: Path) -> tuple[Path, Path | None] | None:
     if not has_suffix(path, NIBABEL_SUFFIXES) and _looks_like_dicom(path):
         return path.parent, path
     return None
+
+
+def is_dicom_input(path: str | Path) -> bool:
+    """Whether ``path`` is read as DICOM: a folder, or a file that is not NIfTI and holds DICOM."""
+    return _dicom_target(Path(path)) is not None
 
 
 def _check_exists(path: Path) -> None:

@@ -31,6 +31,13 @@ def has_suffix(path: str | Path, suffixes: tuple[str, ...]) -> bool:
     return any(name.endswith(s) for s in suffixes)
 
 
+def require_nifti_path(path: str | Path, label: str = "") -> None:
+    """``InputError`` unless ``path`` ends in .nii or .nii.gz; ``label`` names the option (``-o``)."""
+    if not has_suffix(path, NIFTI_SUFFIXES):
+        where = f"{label} {path}" if label else str(path)
+        raise InputError(f"{where}: output must be a NIfTI file ending in .nii or .nii.gz")
+
+
 def guess_modality(data: np.ndarray) -> str:
     """"CT" if the 1st percentile is below -500 (air in HU), else "MR"; "unknown" if blank."""
     flat = np.asarray(data).ravel()
@@ -145,8 +152,7 @@ def save_nifti(volume: Volume, path: str | Path) -> None:
     import nibabel as nib
 
     path = Path(path)
-    if not has_suffix(path, NIFTI_SUFFIXES):
-        raise InputError(f"{path}: output must end in .nii or .nii.gz")
+    require_nifti_path(path)
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
     img = nib.Nifti1Image(_storage_array(volume.data), volume.affine)
     header = img.header

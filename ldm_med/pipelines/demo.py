@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ldm_med import metrics
-from ldm_med.pipelines.reconstruct import ReconstructOptions, reconstruct
+from ldm_med.options import ReconstructOptions
+from ldm_med.pipelines.reconstruct import reconstruct
 from ldm_med.volume import Volume
 
 REPO_SAMPLES = Path(__file__).resolve().parents[2] / "sample_data"

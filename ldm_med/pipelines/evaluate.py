@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ldm_med import metrics
-from ldm_med.pipelines.reconstruct import METHODS, REFINE_MODES, ReconstructOptions, reconstruct
+from ldm_med.options import METHODS, REFINE_MODES, ReconstructOptions
+from ldm_med.pipelines.reconstruct import reconstruct
 from ldm_med.volume import Volume
 
 # what ``method_options`` understands: the methods, and ``ldm:<refine mode>`` ablations

@@ -3,7 +3,7 @@
 The refiner learns the through-plane gap problem where the truth is known: on the through-plane planes
 of fully sampled training volumes, with random gap masks (``masks.sample_training_mask``). It is small
 (tens of thousands of weights) and trains in minutes on a CPU, so the run is one pass without
-checkpoints or ``--resume``; reconstruction then fine-tunes it on each scan (``pipelines.adapt``).
+checkpoints or ``--resume``; reconstruction then fine-tunes it on each scan (``ldm_med.inpainting.refine``).
 
 A run folder holds ``config.yaml``, ``model.safetensors`` (``load_model`` / ``ldm-med train export``) and
 ``log.csv`` (step, loss averaged over ``train.log_every`` steps).
@@ -21,7 +21,7 @@ from ldm_med.checkpoint import MODEL_FILE, save_model
 from ldm_med.config import RefinerRun, to_dict
 from ldm_med.masks import sample_training_mask
 from ldm_med.nets.refiner import SliceGapRefiner
-from ldm_med.pipelines.adapt import AdaptOptions, fit, through_planes
+from ldm_med.inpainting.refine import AdaptOptions, fit, through_planes
 from ldm_med.train.data import VolumeStore, expand_sources
 from ldm_med.utils import resolve_device
 

@@ -187,7 +187,7 @@ def inpainting_inputs(ae: nn.Module, x: Tensor, missing: Tensor, latent_scale: f
 
     ``exclude`` is ``(B, 1, D, 1, 1)``, 1 on acquired slices: only missing slices count in the loss.
     """
-    from ldm_med.pipelines.latent_inpaint import inpainting_example, slice_weight
+    from ldm_med.inpainting.latent import inpainting_example, slice_weight
 
     ex = inpainting_example(ae, x, missing, latent_scale, residual_scale, method)
     return ex.target, ex.cond, slice_weight(~missing, ex.target)

@@ -154,7 +154,7 @@ class DiffusionTask:
         self._load_autoencoder()
         self.inpainting = cfg.task == "slice-inpainting"
         if self.inpainting:
-            from ldm_med.pipelines.latent_inpaint import ANCHOR
+            from ldm_med.inpainting.latent import ANCHOR
 
             if cfg.interpolation != ANCHOR:
                 warnings.warn(f"interpolation: {cfg.interpolation} differs from the anchor ldm-med "
@@ -249,7 +249,7 @@ class DiffusionTask:
 
     @torch.no_grad()
     def estimate_residual_scale(self) -> float:
-        from ldm_med.pipelines.latent_inpaint import estimate_residual_scale
+        from ldm_med.inpainting.latent import estimate_residual_scale
 
         batches = [self.data.batch(i, RESIDUAL_SCALE).to(self.ctx.device)
                    for i in range(max(1, self.cfg.residual_scale_batches))]
@@ -264,10 +264,9 @@ class DiffusionTask:
 
     def _inpainting_grid(self, path: Path, batch: Batch) -> Path:
         """Truth / interpolation anchor / model on one slab: a through-plane cut and a few missing slices."""
-        from ldm_med.pipelines.interpolate import fill_missing
-        from ldm_med.pipelines.models import InpaintingModel
-        from ldm_med.pipelines.reconstruct import ReconstructOptions
-        from ldm_med.pipelines.sampling import sample_corrections
+        from ldm_med.inpainting.interpolate import fill_missing
+        from ldm_med.inpainting.models import InpaintingModel
+        from ldm_med.inpainting.sampling import SamplingOptions, sample_corrections
 
         truth, missing = batch.x[0, 0].numpy(), batch.missing[0].numpy()
         anchor = fill_missing(truth, missing, axis=0, method=self.cfg.interpolation)
@@ -275,8 +274,8 @@ class DiffusionTask:
                                 self.cfg.residual_scale, self.ae_path)
         f = self.ae.downsample
         roi = (truth.shape[0], truth.shape[1] // f, truth.shape[2] // f)  # the whole slab, one window
-        opts = ReconstructOptions(sampler=self.cfg.sampler.name, steps=self.cfg.sampler.steps, samples=1,
-                                  roi=roi, window_batch=1)
+        opts = SamplingOptions(sampler=self.cfg.sampler.name, steps=self.cfg.sampler.steps, samples=1,
+                               roi=roi, window_batch=1)
         result = anchor.copy()
         if missing.any():
             result[missing] += sample_corrections(model, anchor, missing, opts, self.ctx.device)[0]

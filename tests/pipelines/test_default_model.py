@@ -7,14 +7,14 @@ import pytest
 from ldm_med.cli import main
 from ldm_med.data.phantoms import ct_body, mr_head
 from ldm_med.io import load_volume, save_nifti
-from ldm_med.pipelines.models import (
+from ldm_med.inpainting.models import (
     DEFAULT_DENOISER,
     DEFAULT_REFINERS,
     default_refiner,
     load_inpainting_model,
     load_refiner,
 )
-from ldm_med.pipelines.reconstruct import ReconstructOptions, reconstruct
+from ldm_med import ReconstructOptions, reconstruct
 
 
 @pytest.fixture(scope="module")

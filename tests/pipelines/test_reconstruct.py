@@ -13,9 +13,9 @@ from ldm_med.diffusion.sde import VPSDE
 from ldm_med.errors import InputError
 from ldm_med.nets import build_autoencoder
 from ldm_med.nets.config import AutoencoderConfig
-from ldm_med.pipelines.models import InpaintingModel
-from ldm_med.pipelines.reconstruct import ReconstructOptions, reconstruct
-from ldm_med.pipelines.sampling import sample_corrections
+from ldm_med.inpainting.models import InpaintingModel
+from ldm_med import ReconstructOptions, reconstruct
+from ldm_med.inpainting.sampling import sample_corrections
 
 
 @pytest.fixture(scope="module")

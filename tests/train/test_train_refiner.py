@@ -11,7 +11,7 @@ from ldm_med.config import RefinerRun, from_dict
 from ldm_med.data.phantoms import mr_head
 from ldm_med.errors import InputError
 from ldm_med.io import load_volume, save_nifti
-from ldm_med.pipelines.models import load_refiner
+from ldm_med.inpainting.models import load_refiner
 
 ROOT = Path(__file__).resolve().parents[2]
 

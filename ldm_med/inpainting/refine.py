@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ldm_med.pipelines.interpolate import fill_missing, fill_missing_batch
+from ldm_med.inpainting.interpolate import fill_missing, fill_missing_batch
+from ldm_med.progress import Progress, no_progress
 
 MaskFn = Callable[[int, np.random.Generator], np.ndarray]  # (length, rng) -> bool (length,), True = missing
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -165,6 +165,8 @@ def fit(net: torch.nn.Module, planes: list[Tensor], mask_fn: MaskFn, opts: Adapt
     net.train()
     optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
     losses = []
+    if progress:
+        progress("adapt", 0, opts.steps)
     for step in range(opts.steps):
         target, x_lin, m = (t.to(device) for t in gap_batch(planes, mask_fn, rng, opts.batch_size, opts.crop))
         err = (net(x_lin, m) - target).square() * m
@@ -249,20 +251,33 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
     """
     opts = opts or AdaptOptions()
     missing = np.asarray(missing, dtype=bool)
+    report = progress or no_progress
     if opts.steps == 0:
-        return Refined(refine(net, x_c, missing, device, opts.apply_batch))
+        return Refined(_refine_stage(net, x_c, missing, opts, device, report))
     pretrained = copy.deepcopy(net) if opts.blend else None
     held = holdout_masks(missing) if opts.blend else []
     # the hidden-slice patterns are trained on too, so the check compares like with like
     fit(net, inplane_planes(x_c, ~missing, spacing), mixed_patterns([missing, *held]), opts, device, progress)
     w = None
     if pretrained is not None:
+        report("check", 0, 1)
         w = pretrained_weight(pretrained, net, x_c, missing, opts.check_stride, device, opts.apply_batch)
+        report("check", 1, 1)
     # each refiner runs over the whole volume only when its weight is not zero
     if not w:  # None or 0: the fine-tuned refiner alone
-        return Refined(refine(net, x_c, missing, device, opts.apply_batch), w)
+        return Refined(_refine_stage(net, x_c, missing, opts, device, report), w)
     if w == 1.0:
-        return Refined(refine(pretrained, x_c, missing, device, opts.apply_batch), w)
-    tuned = refine(net, x_c, missing, device, opts.apply_batch)
-    blended = w * refine(pretrained, x_c, missing, device, opts.apply_batch) + (1.0 - w) * tuned
-    return Refined(blended.astype(np.float32), w)
+        return Refined(_refine_stage(pretrained, x_c, missing, opts, device, report), w)
+    tuned = _refine_stage(net, x_c, missing, opts, device, report, part=0)
+    prior = _refine_stage(pretrained, x_c, missing, opts, device, report, part=1)
+    return Refined((w * prior + (1.0 - w) * tuned).astype(np.float32), w)
+
+
+def _refine_stage(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, opts: AdaptOptions,
+                  device: torch.device | str, report: Progress, part: int | None = None) -> np.ndarray:
+    """``refine`` as a progress stage (``part`` 0 and 1 of two passes, or one pass)."""
+    done, total = (0, 1) if part is None else (part, 2)
+    report("refine", done, total)
+    out = refine(net, x_c, missing, device, opts.apply_batch)
+    report("refine", done + 1, total)
+    return out

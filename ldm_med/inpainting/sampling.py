@@ -7,13 +7,33 @@ sampler step, so windows agree with each other as sampling proceeds (no seams be
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ldm_med.pipelines.latent_inpaint import conditioning, slice_weight
+from ldm_med.inpainting.latent import conditioning, slice_weight
+from ldm_med.progress import Progress
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Sampler, steps, number of samples and seed, and how the volume is cut into windows.
+
+    ``roi`` is the latent window ``(slices, h, w)``; ``window_batch`` windows go through the denoiser
+    at once and ``slice_batch`` slices through the autoencoder.
+    """
+
+    sampler: str = "dpm++2m"
+    steps: int = 2
+    samples: int = 1
+    seed: int = 0
+    roi: tuple[int, int, int] = (16, 64, 64)
+    overlap: float = 0.25
+    window_batch: int = 4
+    slice_batch: int = 32
 
 
 def _pad_hw(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
@@ -60,8 +80,8 @@ def tiled_denoiser(model, cond: Tensor, roi: tuple[int, int, int], overlap: floa
 
 
 @torch.inference_mode()
-def sample_corrections(model, x_c: np.ndarray, missing: np.ndarray, opts, device: torch.device,
-                       progress=None) -> np.ndarray:
+def sample_corrections(model, x_c: np.ndarray, missing: np.ndarray, opts: SamplingOptions,
+                       device: torch.device, progress: Progress | None = None) -> np.ndarray:
     """Posterior samples of ``D(z_c + s_r r) - D(z_c)`` on the missing slices.
 
     Args:
@@ -87,6 +107,7 @@ def sample_corrections(model, x_c: np.ndarray, missing: np.ndarray, opts, device
 
     generator = torch.Generator(device=device).manual_seed(opts.seed)
     denoise = tiled_denoiser(model, cond, opts.roi, opts.overlap, opts.window_batch, device)
+    report("sample", 0, opts.steps)
     residual = sample(opts.sampler, denoise, (opts.samples, *z_c.shape[1:]), model.sde, opts.steps,
                       generator=generator, device=device,
                       callback=lambda info: report("sample", info.step + 1, info.total),

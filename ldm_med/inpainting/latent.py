@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ldm_med.pipelines.interpolate import fill_missing_batch
+from ldm_med.inpainting.interpolate import fill_missing_batch
 
 # Interpolation that anchors the result. Linear, because on CT and MR edges cubic splines overshoot and
 # score below linear at every gap size we measured (phantoms and nibabel's EPI alike).

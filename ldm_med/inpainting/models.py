@@ -37,7 +37,7 @@ def _load(path: str, device: str) -> InpaintingModel:
     from ldm_med.diffusion.precond import Denoiser
     from ldm_med.diffusion.sde import VPSDE
     from ldm_med.errors import InputError
-    from ldm_med.pipelines.latent_inpaint import ANCHOR
+    from ldm_med.inpainting.latent import ANCHOR
 
     ae, den = load_inpainting_pair(path)
     extra = den.extra

@@ -6,7 +6,7 @@ import torch
 from scipy.interpolate import CubicSpline
 
 from ldm_med.errors import InputError
-from ldm_med.pipelines.interpolate import fill_missing, fill_missing_batch, interpolation_weights
+from ldm_med.inpainting.interpolate import fill_missing, fill_missing_batch, interpolation_weights
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import torch
 
 from ldm_med.masks import keep_every
 from ldm_med.nets.refiner import SliceGapRefiner
-from ldm_med.pipelines import adapt
-from ldm_med.pipelines.interpolate import fill_missing
+from ldm_med.inpainting import refine as adapt
+from ldm_med.inpainting.interpolate import fill_missing
 
 
 def smooth_volume(shape=(24, 20, 22), seed=0) -> np.ndarray:

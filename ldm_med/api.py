@@ -1,0 +1,64 @@
+"""Reading, writing and choosing slices: the file side of the public API (``ldm_med``).
+
+    volume = load_volume("scan/")                        # NIfTI file, DICOM folder or DICOM file
+    missing = parse_missing("auto", volume)              # bool over the slice axis, True = fill
+    result = reconstruct(volume, missing, ReconstructOptions(samples=4), progress=callback)
+    save_volume(result.volume, "full.nii.gz")
+
+Every function raises ``InputError`` (one line naming the file and the problem) for bad input.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ldm_med.volume import Volume
+
+
+def load_volume(path: str | Path, *, axis: int | None = None, volume_index: int | None = None,
+                series: str | None = None) -> Volume:
+    """Read a NIfTI file, a DICOM folder (searched recursively) or a DICOM file's series.
+
+    Args:
+        axis: the slice axis (0, 1 or 2) along which slices are missing. Default: the last voxel axis
+            for NIfTI, the acquisition axis for DICOM.
+        volume_index: which volume of a 4D NIfTI (required when it holds several).
+        series: DICOM only: the series index shown by ``ldm-med info`` or a SeriesInstanceUID.
+            Default: the largest image series.
+    """
+    from ldm_med.errors import InputError
+    from ldm_med.io import is_dicom_input
+    from ldm_med.io import load_volume as read
+
+    path = Path(path)
+    if axis is not None and axis not in (0, 1, 2):
+        raise InputError(f"{path}: slice axis must be 0, 1 or 2, got {axis!r}")
+    volume = read(path, volume_index=volume_index, series=series)
+    if axis is None and not is_dicom_input(path):
+        axis = 2  # NIfTI: the last voxel axis
+    if axis is not None and axis != volume.slice_axis:
+        volume = volume.with_data(volume.data, slice_axis=axis, acquired=None)
+    return volume
+
+
+def save_volume(volume: Volume, path: str | Path) -> Path:
+    """Write ``volume`` as NIfTI (``.nii`` or ``.nii.gz``, RAS affine, sform and qform set),
+    atomically. Returns the path written."""
+    from ldm_med.io import save_nifti
+
+    save_nifti(volume, path)
+    return Path(path)
+
+
+def parse_missing(spec: str, volume: Volume) -> np.ndarray:
+    """The slices to fill, as a bool mask over ``volume.slice_axis`` (True = missing).
+
+    ``spec``: ``"auto"`` (geometry gaps, and blank, constant or NaN slices), 0-based indices and
+    ranges such as ``"3,7,10-14"``, ``"keep-every:4"`` (keep 0, 4, 8, ...; ``"keep-every:4:1"`` keeps
+    1, 5, 9, ...) or ``"none"``.
+    """
+    from ldm_med.masks import parse_missing_spec
+
+    return parse_missing_spec(spec, volume.n_slices, volume)
+

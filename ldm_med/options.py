@@ -1,0 +1,71 @@
+"""``ReconstructOptions``: how to reconstruct, validated in one place. Importing this module does not
+load torch, so the command line can show its defaults in ``--help`` without paying for it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ldm_med.errors import InputError
+
+METHODS = ("ldm", "linear", "cubic")
+REFINE_MODES = ("adapt", "pretrained", "off")
+
+
+@dataclass(frozen=True)
+class ReconstructOptions:
+    """How to reconstruct. Every field is checked when the options are made (``InputError``).
+
+    Attributes:
+        method: ``"ldm"`` (the models) or the plain interpolations ``"linear"`` and ``"cubic"``.
+        refine: the slice-gap refiner: ``"adapt"`` fine-tunes it on the scan for ``adapt_steps``
+            steps, ``"pretrained"`` uses it as shipped, ``"off"`` leaves the estimate to the
+            diffusion model.
+        refiner: refiner checkpoint (default: the shipped one for the volume's modality).
+        sampler, steps: the latent-diffusion sampler (``ldm_med.diffusion.SAMPLERS``) and its steps.
+        samples: latent-diffusion samples. With the refiner on, the samples only give the
+            uncertainty map, so the diffusion model runs only for ``samples > 1``.
+        seed: seeds the fine-tuning and the sampler noise.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        checkpoint: latent-diffusion denoiser checkpoint (default: shipped).
+        roi: the latent window ``(slices, h, w)`` the denoiser sees; ``overlap`` between windows.
+        window_batch, slice_batch: windows per denoiser call, slices per autoencoder call.
+    """
+
+    method: str = "ldm"
+    refine: str = "adapt"
+    adapt_steps: int = 300
+    refiner: str | None = None
+    sampler: str = "dpm++2m"
+    steps: int = 2
+    samples: int = 1
+    seed: int = 0
+    device: str = "auto"
+    checkpoint: str | None = None
+    roi: tuple[int, int, int] = (16, 64, 64)
+    overlap: float = 0.25
+    window_batch: int = 4
+    slice_batch: int = 32
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
+        if self.refine not in REFINE_MODES:
+            raise InputError(f"unknown refine mode {self.refine!r}; valid: {', '.join(REFINE_MODES)}")
+        for name, low in (("steps", 1), ("samples", 1), ("adapt_steps", 0), ("window_batch", 1),
+                          ("slice_batch", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                flag = "--" + name.replace("_", "-")  # the command line's name for it
+                raise InputError(f"{name} ({flag}) must be an integer >= {low}, got {value!r}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise InputError(f"overlap must be in [0, 1), got {self.overlap!r}")
+        if len(self.roi) != 3 or min(self.roi) < 1:
+            raise InputError(f"roi must be three positive sizes (slices, h, w), got {self.roi!r}")
+        if self.method == "ldm":
+            from ldm_med.diffusion.samplers import get_sampler
+
+            get_sampler(self.sampler)  # InputError listing the valid names
+
+    @property
+    def uses_diffusion(self) -> bool:
+        """Whether the latent diffusion model runs: alone (``refine="off"``) or for several samples."""
+        return self.method == "ldm" and (self.refine == "off" or self.samples > 1)
