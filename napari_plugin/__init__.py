@@ -1,5 +1,6 @@
-"""napari plugin for ldm-med (reader for DICOM folders and NIfTI, reconstruction widget).
+"""napari plugin for ldm-med (npe2 manifest ``napari.yaml``): a reader for NIfTI files and DICOM
+folders, sample volumes, and the "Reconstruct missing slices" widget.
 
-The plugin's manifest, reader and widgets land with the napari issue; until then this package is empty
-and registers nothing with napari.
+Thin doors onto the public API (``ldm_med.load_volume``, ``parse_missing``, ``reconstruct``): importing
+this package, the manifest or the reader does not load torch; the widget does, when it is opened.
 """
