@@ -27,9 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ldm_med import metrics
+from ldm_med import ReconstructOptions, metrics
 from ldm_med.pipelines.evaluate import evaluate_volume, per_volume_table, summary_table, write_csv
-from ldm_med import ReconstructOptions
 
 EVAL_SEED = 700000
 
@@ -39,8 +38,9 @@ def eval_volumes(quick: bool):
     from ldm_med.data.real import real_volumes
 
     n = 1 if quick else 3
-    vols = [(f"ct_phantom_{EVAL_SEED + i}", ct_body(shape=(128, 128, 48), seed=EVAL_SEED + i)) for i in range(n)]
-    vols += [(f"mr_phantom_{EVAL_SEED + i}", mr_head(shape=(128, 128, 48), seed=EVAL_SEED + i)) for i in range(n)]
+    seeds = [EVAL_SEED + i for i in range(n)]
+    vols = [(f"ct_phantom_{s}", ct_body(shape=(128, 128, 48), seed=s)) for s in seeds]
+    vols += [(f"mr_phantom_{s}", mr_head(shape=(128, 128, 48), seed=s)) for s in seeds]
     vols += [(rv.name, rv.loader()) for rv in real_volumes("eval")]
     return vols
 
@@ -49,11 +49,11 @@ def eval_volumes(quick: bool):
 def ceiling_rows(name, volume, pattern="x4", seed=0):
     """PSNR on missing slices of: linear, cubic, the AE's own reconstruction, the oracle residual."""
     from ldm_med.data.intensity import intensity_map_for
-    from ldm_med.masks import GAP_PATTERNS
     from ldm_med.inpainting.interpolate import fill_missing
     from ldm_med.inpainting.latent import ANCHOR
     from ldm_med.inpainting.models import load_inpainting_model
     from ldm_med.inpainting.sampling import _pad_hw
+    from ldm_med.masks import GAP_PATTERNS
 
     model = load_inpainting_model()
     missing = GAP_PATTERNS[pattern](volume.n_slices, np.random.default_rng(seed))
@@ -71,7 +71,8 @@ def ceiling_rows(name, volume, pattern="x4", seed=0):
     oracle = x_c.copy()
     oracle[missing] = x_c[missing] + ae_x[missing] - ae_round_trip(x_c)
     row = {"volume": name, "pattern": pattern}
-    for label, est in [("linear", fill_missing(x, missing, 0, "linear")), ("cubic", fill_missing(x, missing, 0, "cubic")),
+    for label, est in [("linear", fill_missing(x, missing, 0, "linear")),
+                       ("cubic", fill_missing(x, missing, 0, "cubic")),
                        ("autoencoder D(E(x))", ae_x), ("oracle x_c + D(E(x)) - D(E(x_c))", oracle)]:
         row[label] = metrics.psnr(x, est, missing, axis=0)
     return row
@@ -98,13 +99,15 @@ print(json.dumps({{'seconds': time.perf_counter() - t, 'reported_seconds': res.s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one phantom of each kind")
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--steps", type=int, default=ReconstructOptions().steps)
     parser.add_argument("--patterns", default="x2,x4,drop25,block3")
     parser.add_argument("--methods", default="linear,cubic,ldm,ldm:pretrained,ldm:off",
-                        help="ldm:pretrained / ldm:off are ablations: refiner not fine-tuned / diffusion alone")
+                        help="ldm:pretrained / ldm:off are ablations: refiner not fine-tuned / "
+                             "diffusion alone")
     parser.add_argument("--no-large", action="store_true", help="skip the 512x512x256 memory run")
     parser.add_argument("--out", default=str(ROOT / "docs"))
     args = parser.parse_args()
@@ -132,7 +135,8 @@ def write_report(out: Path, rows, ceilings, speed, args) -> None:
     write_csv(rows, out / "benchmarks.csv")
     groups = {"phantoms (unseen seeds)": [r for r in rows if "phantom" in r.volume],
               "real volumes (evaluation split)": [r for r in rows if "phantom" not in r.volume]}
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    with open("/proc/cpuinfo") as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?")
     lines = ["# Reconstruction benchmark", "",
              f"Command: `python bench/reconstruction.py {' '.join(sys.argv[1:])}`  ",
              f"Date: {datetime.date.today()}; CPU: {cpu}, {torch.get_num_threads()} threads; torch "

@@ -35,6 +35,7 @@ _LAZY = {
     "ReconstructOptions": "ldm_med.options",
     "METHODS": "ldm_med.options",
     "REFINE_MODES": "ldm_med.options",
+    "SAMPLER_NAMES": "ldm_med.options",
     "reconstruct": "ldm_med.pipelines.reconstruct",
     "Reconstruction": "ldm_med.pipelines.reconstruct",
     "Progress": "ldm_med.progress",
@@ -42,11 +43,11 @@ _LAZY = {
 
 __all__ = ["Cancelled", "InputError", "Volume", "__version__", *_LAZY]
 
-if TYPE_CHECKING:
-    from ldm_med.api import load_volume, parse_missing, save_volume
-    from ldm_med.options import METHODS, REFINE_MODES, ReconstructOptions
-    from ldm_med.pipelines.reconstruct import Reconstruction, reconstruct
-    from ldm_med.progress import Progress
+if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports them
+    from ldm_med.api import load_volume, parse_missing, save_volume  # noqa: F401
+    from ldm_med.options import METHODS, REFINE_MODES, SAMPLER_NAMES, ReconstructOptions  # noqa: F401
+    from ldm_med.pipelines.reconstruct import Reconstruction, reconstruct  # noqa: F401
+    from ldm_med.progress import Progress  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

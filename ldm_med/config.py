@@ -1,10 +1,10 @@
 """Training recipes: YAML files loaded into typed, validated dataclasses.
 
-A recipe is one YAML mapping. ``kind`` says what it trains (``autoencoder``, ``diffusion`` or ``refiner``); every
-other top-level key is a section below. Unknown keys are errors that name the file, the section and the
-valid keys, so a typo never silently falls back to a default. ``to_dict`` returns the *resolved* config
-(defaults filled in, presets expanded), which is what every checkpoint embeds; ``from_dict`` of that
-dict gives back an equal object.
+A recipe is one YAML mapping. ``kind`` says what it trains (``autoencoder``, ``diffusion`` or
+``refiner``); every other top-level key is a section below. Unknown keys are errors that name the
+file, the section and the valid keys, so a typo never silently falls back to a default. ``to_dict``
+returns the *resolved* config (defaults filled in, presets expanded), which is what every checkpoint
+embeds; ``from_dict`` of that dict gives back an equal object.
 
     kind: autoencoder
     model: {channels: [32, 64, 64], latent_channels: 4}      # ldm_med.nets.config.AutoencoderConfig
@@ -271,7 +271,8 @@ class DiffusionRun:
     loss: DiffusionLossConfig = field(default_factory=DiffusionLossConfig)
     residual_scale: float | None = None
     residual_scale_batches: int = 8
-    interpolation: Literal["linear", "cubic"] = "linear"  # the anchor; reconstruct uses inpainting.latent.ANCHOR
+    # the anchor the model corrects; reconstruction uses ldm_med.inpainting.latent.ANCHOR
+    interpolation: Literal["linear", "cubic"] = "linear"
     labels: LabelConfig = field(default_factory=LabelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
@@ -314,7 +315,8 @@ class RefinerModel:
 
     def __post_init__(self) -> None:
         if self.channels < 1 or self.depth < 2:
-            raise InputError(f"refiner model needs channels >= 1 and depth >= 2, got {self.channels}, {self.depth}")
+            raise InputError(f"refiner model needs channels >= 1 and depth >= 2, "
+                             f"got {self.channels}, {self.depth}")
 
 
 @dataclass
@@ -325,18 +327,20 @@ class RefinerRun:
 
     kind: Literal["refiner"] = "refiner"
     model: RefinerModel = field(default_factory=RefinerModel)
-    data: DataConfig = field(default_factory=lambda: DataConfig(sources=(Source(generator="ct"),), crop=(48, 48),
-                                                                batch_size=16))
+    data: DataConfig = field(default_factory=lambda: DataConfig(
+        sources=(Source(generator="ct"),), crop=(48, 48), batch_size=16))
     train: LoopConfig = field(default_factory=LoopConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
 
     def __post_init__(self) -> None:
         if len(self.data.crop) != 2 or min(self.data.crop) < 4:
-            raise InputError(f"data.crop for a refiner is (A, L) plane crops of at least 4, got {list(self.data.crop)}")
+            raise InputError(f"data.crop for a refiner is (A, L) plane crops of at least 4, "
+                             f"got {list(self.data.crop)}")
 
 
-RunConfig = Union[AutoencoderRun, DiffusionRun, RefinerRun]
-RUN_CLASSES: dict[str, type] = {"autoencoder": AutoencoderRun, "diffusion": DiffusionRun, "refiner": RefinerRun}
+RunConfig = AutoencoderRun | DiffusionRun | RefinerRun
+RUN_CLASSES: dict[str, type] = {"autoencoder": AutoencoderRun, "diffusion": DiffusionRun,
+                                "refiner": RefinerRun}
 
 
 # -- generic typed loading ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ Specification forms accepted by :func:`parse_missing_spec` (case and whitespace 
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -106,12 +106,14 @@ def _parse_indices(text: str, n: int) -> np.ndarray:
     return mask
 
 
-def format_indices(missing: np.ndarray) -> str:
-    """``'3,7,10-14'`` for a mask (runs of 3 or more become ranges); ``'none'`` for an empty mask.
+def format_indices(slices) -> str:
+    """``'3,7,10-14'`` for a bool mask or a sequence of 0-based indices (runs of 3 or more become
+    ranges); ``'none'`` when there are none.
 
     The inverse of the index form of :func:`parse_missing_spec`.
     """
-    idx = np.flatnonzero(np.asarray(missing, dtype=bool))
+    arr = np.asarray(slices)
+    idx = np.flatnonzero(arr) if arr.dtype == bool else np.unique(arr.astype(int).ravel())
     if idx.size == 0:
         return "none"
     parts = []

@@ -1,5 +1,6 @@
-"""``ReconstructOptions``: how to reconstruct, validated in one place. Importing this module does not
-load torch, so the command line can show its defaults in ``--help`` without paying for it."""
+"""``ReconstructOptions``: how to reconstruct, validated in one place. Neither importing this module nor
+making options loads torch, so the command line and the napari widgets can offer the choices (and
+check them) without paying for it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +9,9 @@ from ldm_med.errors import InputError
 
 METHODS = ("ldm", "linear", "cubic")
 REFINE_MODES = ("adapt", "pretrained", "off")
+# the names of ldm_med.diffusion.samplers.SAMPLERS, here so that choosing one needs no torch (a test
+# keeps the two equal)
+SAMPLER_NAMES = ("dpm++2m", "dpm++2m-sde", "ddim", "heun", "euler-maruyama", "pc")
 
 
 @dataclass(frozen=True)
@@ -20,7 +24,7 @@ class ReconstructOptions:
             steps, ``"pretrained"`` uses it as shipped, ``"off"`` leaves the estimate to the
             diffusion model.
         refiner: refiner checkpoint (default: the shipped one for the volume's modality).
-        sampler, steps: the latent-diffusion sampler (``ldm_med.diffusion.SAMPLERS``) and its steps.
+        sampler, steps: the latent-diffusion sampler (one of ``SAMPLER_NAMES``) and its steps.
         samples: latent-diffusion samples. With the refiner on, the samples only give the
             uncertainty map, so the diffusion model runs only for ``samples > 1``.
         seed: seeds the fine-tuning and the sampler noise.
@@ -60,10 +64,8 @@ class ReconstructOptions:
             raise InputError(f"overlap must be in [0, 1), got {self.overlap!r}")
         if len(self.roi) != 3 or min(self.roi) < 1:
             raise InputError(f"roi must be three positive sizes (slices, h, w), got {self.roi!r}")
-        if self.method == "ldm":
-            from ldm_med.diffusion.samplers import get_sampler
-
-            get_sampler(self.sampler)  # InputError listing the valid names
+        if self.sampler not in SAMPLER_NAMES:
+            raise InputError(f"unknown sampler {self.sampler!r}; valid: {', '.join(SAMPLER_NAMES)}")
 
     @property
     def uses_diffusion(self) -> bool:

@@ -102,7 +102,7 @@ class Volume:
         """``(Z, A, B)`` view with the slice axis moved first (no copy)."""
         return np.moveaxis(self.data, self.slice_axis, 0)
 
-    def with_data(self, data: np.ndarray, **changes: Any) -> "Volume":
+    def with_data(self, data: np.ndarray, **changes: Any) -> Volume:
         """A new Volume with the same geometry and new voxel values (metadata shallow-copied)."""
         changes.setdefault("metadata", dict(self.metadata))
         return replace(self, data=data, **changes)

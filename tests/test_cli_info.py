@@ -105,8 +105,3 @@ def test_info_nifti_flags_slices_that_look_missing(tmp_path, capsys):
     assert "slices that look missing (blank, constant or NaN): 2 (k = 2,5, 0-based)" in out
     assert "non-finite voxels: 1" in out
 
-
-def test_info_without_masks_module_reports_geometry_only(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "ldm_med.masks", None)  # as if the module were absent
-    assert main(["info", str(_nifti_with_bad_slices(tmp_path))]) == 0
-    assert "content check: not available" in capsys.readouterr().out

@@ -61,7 +61,8 @@ def test_2d_input(tmp_path, capsys):
 def test_checkpoint_that_is_not_ldm_med(tmp_path, capsys, small_nifti):
     fake = tmp_path / "model.safetensors"
     fake.write_bytes(b"not a checkpoint at all")
-    assert str(fake) in _bad(tmp_path, capsys, [str(small_nifti), "--missing", "3", "--checkpoint", str(fake)])
+    argv = [str(small_nifti), "--missing", "3", "--checkpoint", str(fake)]
+    assert str(fake) in _bad(tmp_path, capsys, argv)
 
 
 def test_refiner_that_is_a_denoiser(tmp_path, capsys, small_nifti):
@@ -72,7 +73,8 @@ def test_refiner_that_is_a_denoiser(tmp_path, capsys, small_nifti):
 
 
 def test_negative_adapt_steps(tmp_path, capsys, small_nifti):
-    assert "--adapt-steps" in _bad(tmp_path, capsys, [str(small_nifti), "--missing", "3", "--adapt-steps", "-1"])
+    argv = [str(small_nifti), "--missing", "3", "--adapt-steps", "-1"]
+    assert "--adapt-steps" in _bad(tmp_path, capsys, argv)
 
 
 def test_uncertainty_needs_several_samples(tmp_path, capsys, small_nifti):
@@ -89,3 +91,18 @@ def test_cubic_writes_input_geometry_and_exact_acquired_slices(tmp_path, small_n
     a, b = src.get_fdata(dtype=np.float32), res.get_fdata(dtype=np.float32)
     assert a.shape == b.shape
     np.testing.assert_array_equal(b[..., ::3], a[..., ::3])
+
+
+def test_progress_in_a_log_is_plain_lines(tmp_path, capsys, small_nifti):
+    out = tmp_path / "full.nii.gz"
+    code = main(["reconstruct", str(small_nifti), "-o", str(out), "--missing", "keep-every:3",
+                 "--adapt-steps", "20", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0 and out.exists()
+    lines = captured.err.splitlines()
+    assert "adapt: 20/20" in " ".join(lines) and "refine: " in " ".join(lines)
+    assert all(ch.isprintable() for line in lines for ch in line)  # no \r, no escape codes
+    assert "filled 8 of 12 slices" in captured.out
+    code = main(["reconstruct", str(small_nifti), "-o", str(out), "--missing", "keep-every:3",
+                 "--method", "linear", "-q"])
+    assert code == 0 and capsys.readouterr().err == ""

@@ -107,6 +107,14 @@ def test_format_indices_examples():
     assert format_indices(np.zeros(4, bool)) == "none"
 
 
+def test_format_indices_takes_indices_as_well_as_masks():
+    mask = np.zeros(20, bool)
+    mask[[3, 7, 10, 11, 12, 13, 14, 17, 18]] = True
+    assert format_indices([14, 3, 7, 10, 11, 12, 13, 17, 18]) == format_indices(mask)
+    assert format_indices(np.flatnonzero(mask)) == "3,7,10-14,17,18"
+    assert format_indices([]) == "none"
+
+
 @given(n=st.integers(1, 200), data=st.data())
 def test_ranges_cover_exactly(n, data):
     a = data.draw(st.integers(0, n - 1))

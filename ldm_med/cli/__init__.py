@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from ldm_med.errors import Cancelled, InputError
 
 # Modules that contribute commands, in the order they appear in --help.
-COMMAND_MODULES = ("info", "train", "reconstruct", "generate", "batch")
+COMMAND_MODULES = ("info", "train", "reconstruct")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,13 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ldm-med {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"ldm_med.cli.{name}")
-        except ModuleNotFoundError as err:  # a command module that has not landed yet
-            if err.name != f"ldm_med.cli.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"ldm_med.cli.{name}").register(sub)
     return parser
 
 

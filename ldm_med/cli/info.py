@@ -45,7 +45,7 @@ def _info(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from ldm_med.io import load_volume, save_nifti
     from ldm_med.io.nifti import NIFTI_SUFFIXES, has_suffix
-    from ldm_med.io.report import format_indices
+    from ldm_med.masks import format_indices
 
     src, out = Path(args.input), Path(args.output)
     if not has_suffix(out, NIFTI_SUFFIXES):

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _input_options(p)
     p.set_defaults(handler=run_reconstruct)
 
-    d = sub.add_parser("demo", help="remove slices from a bundled volume, reconstruct, compare with interpolation")
+    d = sub.add_parser("demo", help="remove slices from a bundled volume, reconstruct, compare with "
+                                    "interpolation")
     d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     d.add_argument("--gap", default="x4", help="gap pattern: x2, x4, drop25, block3 (default x4)")
     _model_options(d, samples=4, steps=4)
@@ -71,7 +72,8 @@ def _model_options(p: argparse.ArgumentParser, samples: int = 1, steps: int | No
 
 def _input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--volume-index", type=int, help="which volume of a 4D NIfTI to use")
-    p.add_argument("--series", help="DICOM series (UID or index from `ldm-med info`) when a folder has several")
+    p.add_argument("--series",
+                   help="DICOM series (UID or index from `ldm-med info`) when a folder has several")
 
 
 def _options(args: argparse.Namespace, method: str | None = None):

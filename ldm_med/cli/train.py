@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import warnings
 from collections.abc import Sequence
@@ -78,7 +79,7 @@ def resolve_run(args: argparse.Namespace):
     else:
         cfg = load_config(args.config, args.kind, overrides)
     if getattr(args, "autoencoder", None):
-        cfg.autoencoder = args.autoencoder
+        cfg = dataclasses.replace(cfg, autoencoder=args.autoencoder)
     return cfg, out
 
 
@@ -111,7 +112,8 @@ def run_refiner(args: argparse.Namespace) -> int:
     from ldm_med.train.refiner import train_refiner
 
     if args.resume or args.stop_at is not None:
-        raise InputError("refiner runs take minutes and have no checkpoints: --resume and --stop-at do not apply")
+        raise InputError("refiner runs take minutes and have no checkpoints: --resume and --stop-at "
+                         "do not apply")
     cfg, out = resolve_run(args)
     path = train_refiner(cfg, out, device=args.device, progress=not args.quiet)
     print(f"wrote {path}")

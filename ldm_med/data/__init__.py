@@ -6,7 +6,7 @@ returns a :class:`~ldm_med.volume.Volume` with ``metadata["modality"]`` and ``me
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ldm_med.data.intensity import CT_WINDOW, IntensityMap, intensity_map_for
 from ldm_med.data.phantoms import ct_body, mr_head

@@ -10,9 +10,9 @@ of it is covered along the slice axis (isotropic units: a sphere stays a sphere)
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
 
 import numpy as np
 import scipy.fft as sfft

@@ -54,7 +54,7 @@ class IntensityMap:
         return {"lo": self.lo, "hi": self.hi}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "IntensityMap":
+    def from_dict(cls, d: dict[str, Any]) -> IntensityMap:
         try:
             return cls(float(d["lo"]), float(d["hi"]))
         except (KeyError, TypeError, ValueError) as exc:

@@ -38,10 +38,10 @@ What was looked at and left out (no volume with >= 16 slices of >= 48x48 pixels)
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -1,7 +1,7 @@
 """The slice-inpainting formulation shared by training and reconstruction.
 
-An interpolation estimate ``x_c`` (``ANCHOR``) anchors the result; the diffusion model generates, in the latent space
-of a slice-aligned autoencoder ``E``/``D``, the residual that interpolation misses:
+An interpolation estimate ``x_c`` (``ANCHOR``) anchors the result; the diffusion model generates, in the
+latent space of a slice-aligned autoencoder ``E``/``D``, the residual that interpolation misses:
 
     z   = s E(x)                       latent of the true slab (s = latent_scale)
     z_c = s E(x_c)                     latent of the interpolated slab; equals z on acquired slices
@@ -99,7 +99,8 @@ def estimate_residual_scale(ae: torch.nn.Module, batches: Iterable[tuple[Tensor,
         ex = inpainting_example(ae, x, missing, latent_scale, 1.0, method)
         w = slice_weight(missing, ex.target).expand_as(ex.target)
         vals = ex.target[w > 0].double()
-        total, total_sq, count = total + vals.sum().item(), total_sq + (vals**2).sum().item(), count + vals.numel()
+        total, total_sq = total + vals.sum().item(), total_sq + (vals**2).sum().item()
+        count += vals.numel()
     if count == 0:
         return 1.0
     mean = total / count

@@ -25,7 +25,8 @@ class InpaintingModel:
     path: Path
 
 
-def load_inpainting_model(path: str | Path | None = None, device: torch.device | str = "cpu") -> InpaintingModel:
+def load_inpainting_model(path: str | Path | None = None,
+                          device: torch.device | str = "cpu") -> InpaintingModel:
     """Load a slice-inpainting denoiser checkpoint and the autoencoder it records (default: shipped)."""
     path = Path(path) if path else DEFAULT_DENOISER
     return _load(str(path.resolve()), str(torch.device(device)))

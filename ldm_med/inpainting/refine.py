@@ -142,15 +142,15 @@ def gap_batch(planes: list[Tensor], mask_fn: MaskFn, rng: np.random.Generator, b
     """
     stack = planes[int(rng.integers(len(planes)))]
     n, A, L = stack.shape
-    a, l = min(crop[0], A), min(crop[1], L)
+    a, ln = min(crop[0], A), min(crop[1], L)
     crops, masks = [], []
     for _ in range(batch):
-        i, a0, l0 = int(rng.integers(n)), int(rng.integers(A - a + 1)), int(rng.integers(L - l + 1))
-        patch = stack[i, a0:a0 + a, l0:l0 + l]
+        i, a0, l0 = int(rng.integers(n)), int(rng.integers(A - a + 1)), int(rng.integers(L - ln + 1))
+        patch = stack[i, a0:a0 + a, l0:l0 + ln]
         if rng.random() < 0.5:
             patch = patch.flip(0)
         crops.append(patch)
-        masks.append(torch.from_numpy(mask_fn(l, rng).copy()))
+        masks.append(torch.from_numpy(mask_fn(ln, rng).copy()))
     target = torch.stack(crops)[:, None]  # (B, 1, a, l)
     missing = torch.stack(masks)  # (B, l) bool
     x_lin = fill_missing_batch(target.transpose(2, 3), missing, "linear").transpose(2, 3)
@@ -182,8 +182,8 @@ def fit(net: torch.nn.Module, planes: list[Tensor], mask_fn: MaskFn, opts: Adapt
 
 
 @torch.inference_mode()
-def refine_planes(net: torch.nn.Module, planes: Tensor, missing: np.ndarray, device: torch.device | str = "cpu",
-                  batch: int = 16) -> Tensor:
+def refine_planes(net: torch.nn.Module, planes: Tensor, missing: np.ndarray,
+                  device: torch.device | str = "cpu", batch: int = 16) -> Tensor:
     """``net`` applied to a stack of through-plane planes ``(N, A, L)`` (CPU tensor in, CPU tensor out)."""
     m = torch.from_numpy(np.asarray(missing, dtype=bool)).float()[None, None, None, :].to(device)
     out = torch.empty(planes.shape, dtype=torch.float32)
@@ -209,8 +209,9 @@ def refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, device: t
     return result
 
 
-def pretrained_weight(pretrained: torch.nn.Module, tuned: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
-                      stride: int = 4, device: torch.device | str = "cpu", batch: int = 16) -> float | None:
+def pretrained_weight(pretrained: torch.nn.Module, tuned: torch.nn.Module, x_c: np.ndarray,
+                      missing: np.ndarray, stride: int = 4, device: torch.device | str = "cpu",
+                      batch: int = 16) -> float | None:
     """Least-squares ``w`` in [0, 1] for ``w * pretrained + (1 - w) * tuned`` on hidden acquired slices.
 
     The check hides acquired slices (``holdout_masks``), fills the gaps from the remaining ones with

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ldm_med.masks import detect_missing, format_indices
 from ldm_med.volume import Volume, lps_to_ras
 
 _LIST_LIMIT = 10  # skipped paths shown per reason unless verbose
@@ -18,20 +19,6 @@ def redact(text: str, identifiers) -> str:
     for ident in sorted(identifiers, key=len, reverse=True):
         text = re.sub(re.escape(ident), "<patient>", text, flags=re.IGNORECASE)
     return text
-
-
-def format_indices(indices) -> str:
-    """0-based indices in the syntax ``--missing`` accepts (``ldm_med.masks.format_indices``)."""
-    idx = np.asarray(sorted(int(i) for i in indices), dtype=int)
-    try:
-        from ldm_med.masks import format_indices as masks_format
-    except ModuleNotFoundError as err:
-        if err.name not in ("ldm_med.masks", "ldm_med"):
-            raise
-        return ",".join(map(str, idx)) or "none"
-    mask = np.zeros(int(idx.max()) + 1 if idx.size else 0, dtype=bool)
-    mask[idx] = True
-    return masks_format(mask)
 
 
 def short_uid(uid: str, keep: int = 18) -> str:
@@ -56,17 +43,6 @@ def missing_line(acquired: np.ndarray, axis_name: str = "k") -> str:
             f"({axis_name} = {format_indices(missing)}, 0-based)")
 
 
-def content_missing(volume: Volume) -> np.ndarray | None:
-    """Slices that look missing by content (``ldm_med.masks.detect_missing``), if available."""
-    try:
-        from ldm_med.masks import detect_missing
-    except ModuleNotFoundError as err:
-        if err.name not in ("ldm_med.masks", "ldm_med"):
-            raise
-        return None
-    return np.asarray(detect_missing(volume), dtype=bool)
-
-
 def _intensity_lines(volume: Volume) -> list[str]:
     data = volume.slices_first()[volume.acquired]
     finite = data[np.isfinite(data)]
@@ -80,15 +56,11 @@ def _intensity_lines(volume: Volume) -> list[str]:
         lines.append("intensity range: no finite values")
     if finite.size < data.size:
         lines.append(f"non-finite voxels: {data.size - finite.size}")
-    looks = content_missing(volume)
     axis = "ijk"[volume.slice_axis]
-    if looks is None:
-        lines.append("content check: not available (ldm_med.masks not installed); geometry only")
-    else:
-        flagged = np.flatnonzero(looks & volume.acquired)
-        lines.append("slices that look missing (blank, constant or NaN): "
-                     + ("none" if flagged.size == 0 else
-                        f"{flagged.size} ({axis} = {format_indices(flagged)}, 0-based)"))
+    flagged = np.flatnonzero(detect_missing(volume) & volume.acquired)
+    lines.append("slices that look missing (blank, constant or NaN): "
+                 + ("none" if flagged.size == 0 else
+                    f"{flagged.size} ({axis} = {format_indices(flagged)}, 0-based)"))
     return lines
 
 

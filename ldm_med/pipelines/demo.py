@@ -61,8 +61,9 @@ def run_demo(out: Path, options: ReconstructOptions, gap: str = "x4", progress=N
         np.moveaxis(degraded, volume.slice_axis, 0)[missing] = volume.data.min()
         ldm = results["ldm"]
         unc = ldm.uncertainty if ldm.uncertainty is not None else np.zeros_like(volume.data)
-        for suffix, data in [("truth", volume.data), ("degraded", degraded), ("cubic", results["cubic"].volume.data),
-                             ("ldm", ldm.volume.data), ("uncertainty", unc)]:
+        outputs = [("truth", volume.data), ("degraded", degraded), ("cubic", results["cubic"].volume.data),
+                   ("ldm", ldm.volume.data), ("uncertainty", unc)]
+        for suffix, data in outputs:
             save_nifti(volume.with_data(data), out / f"{name}_{suffix}.nii.gz")
         png = orthogonal_views(
             {"truth": volume.data, f"degraded ({gap})": degraded, "cubic": results["cubic"].volume.data,

@@ -41,6 +41,7 @@ from ldm_med.train.distributed import (
     weights_digest,
 )
 from ldm_med.train.logging import RunLog
+from ldm_med.train.resolve import resolve
 from ldm_med.train.steps import lr_factor
 from ldm_med.train.tasks import build_task
 
@@ -92,7 +93,10 @@ def _say(ctx: DistContext, message: str) -> None:
 
 
 def _start(cfg, out: Path, ctx: DistContext, resume: bool):
-    """Build the task, restored from ``out`` when resuming; ``(task, first step, seconds so far)``."""
+    """Resolve the recipe and build the task, restored from ``out`` when resuming.
+
+    Returns ``(resolved recipe, task, first step, seconds so far)``.
+    """
     state_path = out / STATE_FILE
     saved = None
     if resume:
@@ -102,11 +106,12 @@ def _start(cfg, out: Path, ctx: DistContext, resume: bool):
     elif state_path.exists():
         raise InputError(f"{out} already holds a run ({STATE_FILE}); pass --resume to continue it, "
                          "or choose another --out")
+    cfg = resolve(cfg, ctx)
     task = build_task(cfg, ctx)
     if saved is None:
-        return task, 0, 0.0
+        return cfg, task, 0, 0.0
     task.load_state_dict(saved["task"])
-    return task, int(saved["step"]), float(saved.get("elapsed", 0.0))
+    return cfg, task, int(saved["step"]), float(saved.get("elapsed", 0.0))
 
 
 def _train_step(task, cfg, step: int, ctx: DistContext) -> tuple[dict[str, float], float]:
@@ -132,8 +137,8 @@ def _mean(window: dict[str, list[float]]) -> dict[str, float]:
 def _run(cfg, out: Path, ctx: DistContext, resume: bool, stop_at: int | None, progress: bool) -> TrainResult:
     from tqdm import tqdm
 
-    task, start, elapsed0 = _start(cfg, out, ctx, resume)
-    cfg_dict = to_dict(cfg)  # after build_task: estimated residual_scale etc. are resolved
+    cfg, task, start, elapsed0 = _start(cfg, out, ctx, resume)
+    cfg_dict = to_dict(cfg)
     t = cfg.train
     end = t.steps if stop_at is None else min(stop_at, t.steps)
     if ctx.is_main:

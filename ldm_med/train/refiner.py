@@ -19,9 +19,9 @@ import yaml
 
 from ldm_med.checkpoint import MODEL_FILE, save_model
 from ldm_med.config import RefinerRun, to_dict
+from ldm_med.inpainting.refine import AdaptOptions, fit, through_planes
 from ldm_med.masks import sample_training_mask
 from ldm_med.nets.refiner import SliceGapRefiner
-from ldm_med.inpainting.refine import AdaptOptions, fit, through_planes
 from ldm_med.train.data import VolumeStore, expand_sources
 from ldm_med.utils import resolve_device
 
@@ -50,7 +50,8 @@ def train_refiner(cfg: RefinerRun, out: str | Path, *, device: str = "auto", pro
                         lr=cfg.optim.lr, seed=cfg.train.seed)
     start = time.perf_counter()
     with tqdm(total=opts.steps, desc="refiner", disable=not progress, dynamic_ncols=True) as bar:
-        losses = fit(net, planes, sample_training_mask, opts, dev, progress=lambda _s, done, _t: bar.update(1))
+        losses = fit(net, planes, sample_training_mask, opts, dev,
+                     progress=lambda _s, done, _t: bar.update(1) if done else None)
     seconds = time.perf_counter() - start
     every = max(1, cfg.train.log_every)
     with open(out / "log.csv", "w", newline="") as f:

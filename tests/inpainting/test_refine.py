@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from ldm_med.masks import keep_every
-from ldm_med.nets.refiner import SliceGapRefiner
 from ldm_med.inpainting import refine as adapt
 from ldm_med.inpainting.interpolate import fill_missing
+from ldm_med.masks import keep_every
+from ldm_med.nets.refiner import SliceGapRefiner
 
 
 def smooth_volume(shape=(24, 20, 22), seed=0) -> np.ndarray:

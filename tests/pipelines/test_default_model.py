@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ldm_med import ReconstructOptions, reconstruct
 from ldm_med.cli import main
 from ldm_med.data.phantoms import ct_body, mr_head
-from ldm_med.io import load_volume, save_nifti
 from ldm_med.inpainting.models import (
     DEFAULT_DENOISER,
     DEFAULT_REFINERS,
@@ -14,7 +14,7 @@ from ldm_med.inpainting.models import (
     load_inpainting_model,
     load_refiner,
 )
-from ldm_med import ReconstructOptions, reconstruct
+from ldm_med.io import load_volume, save_nifti
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,8 @@ def test_reconstruct_with_the_diffusion_model_alone(volume):
     assert (result.uncertainty[..., ~missing] == 0).all() and result.uncertainty[..., missing].max() > 0
     again = reconstruct(volume, missing, opts)
     np.testing.assert_array_equal(again.volume.data, out.data)  # reproducible per seed
-    other = reconstruct(volume, missing, ReconstructOptions(refine="off", steps=3, samples=2, seed=2, device="cpu"))
+    other = reconstruct(volume, missing,
+                        ReconstructOptions(refine="off", steps=3, samples=2, seed=2, device="cpu"))
     assert not np.array_equal(other.volume.data, out.data)
 
 

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from ldm_med import ReconstructOptions, reconstruct
 from ldm_med.data.phantoms import ct_body
 from ldm_med.diffusion.precond import Denoiser
 from ldm_med.diffusion.sde import VPSDE
 from ldm_med.errors import InputError
+from ldm_med.inpainting.models import InpaintingModel
+from ldm_med.inpainting.sampling import sample_corrections
 from ldm_med.nets import build_autoencoder
 from ldm_med.nets.config import AutoencoderConfig
-from ldm_med.inpainting.models import InpaintingModel
-from ldm_med import ReconstructOptions, reconstruct
-from ldm_med.inpainting.sampling import sample_corrections
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,8 @@ class PointwiseNet(torch.nn.Module):
 
 def _tiny_model() -> InpaintingModel:
     torch.manual_seed(0)
-    ae = build_autoencoder(AutoencoderConfig(latent_channels=4, channels=(8, 8), attention_levels=(False, False),
-                                             norm_num_groups=4)).eval()
+    ae = build_autoencoder(AutoencoderConfig(latent_channels=4, channels=(8, 8),
+                                             attention_levels=(False, False), norm_num_groups=4)).eval()
     sde = VPSDE()
     return InpaintingModel(ae=ae, denoiser=Denoiser(PointwiseNet(), sde, prediction="v").eval(), sde=sde,
                            latent_scale=1.0, residual_scale=0.5, path=Path("tiny"))

@@ -10,8 +10,8 @@ from ldm_med.cli import main
 from ldm_med.config import RefinerRun, from_dict
 from ldm_med.data.phantoms import mr_head
 from ldm_med.errors import InputError
-from ldm_med.io import load_volume, save_nifti
 from ldm_med.inpainting.models import load_refiner
+from ldm_med.io import load_volume, save_nifti
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,8 +30,8 @@ def test_tiny_refiner_trains_exports_and_reconstructs(tmp_path):
 
     src, out = tmp_path / "in.nii.gz", tmp_path / "out.nii.gz"
     save_nifti(mr_head(shape=(32, 28, 12), seed=9), src)
-    assert main(["reconstruct", str(src), "-o", str(out), "--missing", "keep-every:2", "--refiner", str(shipped),
-                 "--adapt-steps", "5", "-q"]) == 0
+    assert main(["reconstruct", str(src), "-o", str(out), "--missing", "keep-every:2",
+                 "--refiner", str(shipped), "--adapt-steps", "5", "-q"]) == 0
     a, b = load_volume(src), load_volume(out)
     np.testing.assert_array_equal(b.data[..., ::2], a.data[..., ::2])
 
