@@ -1,4 +1,5 @@
 # The two commands a newcomer needs are `make demo` and `make test`; both set up .venv first.
+# `make test` runs the linter (ruff) and then the test suite.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EXTRAS ?= test
@@ -15,6 +16,7 @@ demo: setup
 	$(PY) -m ldm_med demo --out demo_out
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(XVFB) $(PY) -m pytest -n $(JOBS) --dist loadfile -q tests
 
 bench: setup
