@@ -5,7 +5,8 @@ acquired slice's header) with:
 
 * a new SeriesInstanceUID and SOPInstanceUIDs derived from the source UIDs (``naming.derive_uid``),
   so a re-run writes the same UIDs; Study, Patient and FrameOfReference kept, so it overlays;
-* ImageType ``DERIVED\\SECONDARY``, DerivationDescription (ldm-med, version, model, the synthesised
+* ImageType ``DERIVED\\SECONDARY`` (``DERIVED\\PRIMARY`` for enhanced objects, whose value 2 may
+  only be PRIMARY), DerivationDescription (ldm-med, version, model, the synthesised
   positions), DerivationCodeSequence (DCM 113085 "Spatial resampling") and SourceImageSequence
   (DCM 121322 "Source image for image processing operation");
 * per-slice ImagePositionPatient / ImageOrientationPatient / InstanceNumber / SliceLocation;
@@ -138,9 +139,11 @@ def _source_item(ds: Dataset, ref) -> Dataset:
     return item
 
 
-def _mark_derived(ds: Dataset, der: Derivation) -> None:
+def _mark_derived(ds: Dataset, der: Derivation, enhanced: bool = False) -> None:
     image_type = list(ds.get("ImageType") or [])
-    ds.ImageType = ["DERIVED", "SECONDARY"] + [str(v) for v in image_type[2:]]
+    # Enhanced CT/MR/PET allow only PRIMARY as value 2 (PS3.3 C.8.16.1): DERIVED\PRIMARY there.
+    ds.ImageType = ["DERIVED", "PRIMARY" if enhanced else "SECONDARY"] + \
+        [str(v) for v in image_type[2:]]
     ds.DerivationDescription = der.description[:MAX_ST]
     ds.DerivationCodeSequence = [_code("113085", "Spatial resampling")]
     ds.SeriesInstanceUID = der.series_uid
@@ -239,6 +242,15 @@ def _write(info, data, synthesised, der, folder, anonymize) -> list[Path]:
     return paths
 
 
+def _derived_frame_type(group: Dataset) -> None:
+    """FrameType value 1 says DERIVED, as ImageType does (any *FrameTypeSequence in the group)."""
+    for elem in group:
+        if elem.VR == "SQ" and elem.keyword.endswith("FrameTypeSequence") and len(elem.value):
+            item = elem.value[0]
+            if "FrameType" in item:
+                item.FrameType = ["DERIVED"] + [str(v) for v in list(item.FrameType)[1:]]
+
+
 def _write_enhanced(info, data, synthesised, der, folder, cache, anonymize) -> Path:
     """One enhanced multi-frame file: per-frame groups copied from the frame each slice is
     modelled on, with that slice's position, in-stack number and rescale."""
@@ -246,7 +258,7 @@ def _write_enhanced(info, data, synthesised, der, folder, cache, anonymize) -> P
     first = next(r for r in slots if r is not None)
     src, _ = cache.get(first.path)
     ds = copy.deepcopy(src)
-    _mark_derived(ds, der)
+    _mark_derived(ds, der, enhanced=True)
     ds.SOPInstanceUID = derive_uid("ldm-med sop", der.series_uid, "enhanced")
     per_frame, frames, sources = [], [], []
     for k in range(len(slots)):
@@ -264,6 +276,7 @@ def _write_enhanced(info, data, synthesised, der, folder, cache, anonymize) -> P
         for key in ("DerivationImageSequence",):
             if key in item:
                 del item[key]
+        _derived_frame_type(item)
         per_frame.append(item)
         if synthesised[k]:
             frames.append(to_stored(data[:, :, k].T, ref.slope, ref.intercept, ds))
@@ -271,6 +284,8 @@ def _write_enhanced(info, data, synthesised, der, folder, cache, anonymize) -> P
             frames.append(np.asarray(arr[ref.frame]).astype(stored_dtype(ds)))
         sources += [(cache.get(slots[j].path)[0], slots[j]) for j in _sources(slots, k, synthesised)]
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    for shared in ds.get("SharedFunctionalGroupsSequence") or []:
+        _derived_frame_type(shared)
     ds.NumberOfFrames = len(frames)
     seen, items = set(), []
     for sds, ref in sources:
