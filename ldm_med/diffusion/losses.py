@@ -43,7 +43,7 @@ def snr_weight(
         raise InputError(f"unknown loss weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
     clipped = snr.clamp(max=gamma)
     if prediction == "eps":
-        return clipped / snr
+        return (gamma / snr).clamp(max=1.0)  # = min(snr, gamma) / snr, but 1 (not 0/0) at snr 0
     if prediction == "v":
         return clipped / (snr + 1.0)
     return clipped

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ldm_med.diffusion.sde import VPSDE
+from ldm_med.diffusion.sde import DIVISOR_FLOOR, VPSDE
 from ldm_med.errors import InputError
 from ldm_med.utils import append_dims, precise_dtype
 
@@ -119,7 +119,7 @@ class Denoiser(nn.Module):
             return out
         a, s = self._coefs(t, x_t)
         if self.prediction == "eps":
-            return (x_t - s * out) / a
+            return (x_t - s * out) / a.clamp(min=DIVISOR_FLOOR)
         return a * x_t - s * out
 
     def training_target(self, x0: Tensor, noise: Tensor, t: float | Tensor) -> Tensor:
@@ -133,16 +133,20 @@ class Denoiser(nn.Module):
         return a * noise - s * x0
 
     def eps_from_x0(self, x_t: Tensor, t: float | Tensor, x0: Tensor) -> Tensor:
-        """Noise implied by a denoised estimate: ``(x_t - alpha x0) / sigma``."""
+        """Noise implied by a denoised estimate: ``(x_t - alpha x0) / sigma``.
+
+        At t = 0 (sigma = 0) sigma is floored at ``DIVISOR_FLOOR``: finite, 0 when x0 = x_t.
+        """
         x_t = x_t.float()
         a, s = self._coefs(batch_times(t, x_t), x_t)
-        return (x_t - a * x0) / s
+        return (x_t - a * x0) / s.clamp(min=DIVISOR_FLOOR)
 
     def score(self, x_t: Tensor, t: float | Tensor, x0: Tensor) -> Tensor:
-        """Score implied by a denoised estimate (Tweedie): ``(alpha x0 - x_t) / sigma^2``."""
+        """Score implied by a denoised estimate (Tweedie): ``(alpha x0 - x_t) / sigma^2``, with
+        sigma floored at ``DIVISOR_FLOOR`` as in ``eps_from_x0``."""
         x_t = x_t.float()
         a, s = self._coefs(batch_times(t, x_t), x_t)
-        return (a * x0 - x_t) / (s * s)
+        return (a * x0 - x_t) / s.clamp(min=DIVISOR_FLOOR).square()
 
 
 DenoiserFn = Callable[..., Tensor]

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ldm_med.diffusion.grids import GRID_KINDS, check_grid, time_grid
-from ldm_med.diffusion.sde import VPSDE
+from ldm_med.diffusion.sde import DIVISOR_FLOOR, VPSDE
 from ldm_med.errors import InputError
 from ldm_med.utils import append_dims, precise_dtype, randn
 
@@ -83,8 +83,13 @@ class _Run:
         return randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
 
     def coefs(self, t: float) -> tuple[float, float]:
-        """``(alpha(t), sigma(t))`` as float64 Python numbers."""
-        return float(self.sde.alpha(t)), float(self.sde.sigma(t))
+        """``(alpha(t), sigma(t))`` as float64 Python numbers, each at least ``DIVISOR_FLOOR``.
+
+        The samplers divide by both at every nonzero grid time; the floor only matters for times
+        below ~1e-22 (or an alpha that underflows), where ``x / sigma^2`` would overflow float32.
+        """
+        a, s = float(self.sde.alpha(t)), float(self.sde.sigma(t))
+        return max(a, DIVISOR_FLOOR), max(s, DIVISOR_FLOOR)
 
     def half_log_snr(self, t: float) -> float:
         return 0.5 * float(self.sde.log_snr(t))
@@ -105,6 +110,21 @@ def _em_step(run: _Run, x: Tensor, x0: Tensor, t: float, t_next: float) -> Tenso
     beta, dt = float(run.sde.beta(t)), t - t_next
     score = (a * x0 - x) / (s * s)
     return x + (0.5 * beta * x + beta * score) * dt + math.sqrt(beta * dt) * run.noise(x)
+
+
+def _langevin_step(score: Tensor, z: Tensor, snr: float) -> tuple[Tensor, Tensor]:
+    """Per-sample corrector step ``eps = 2 (snr |z| / |score|)^2`` and noise scale ``sqrt(2 eps)``,
+    shaped to broadcast against ``z`` (score_sde's ``2 alpha_i (...)^2`` with ``alpha_i ~ 1``).
+
+    A zero score, e.g. ``x0_hat = x_t / alpha`` exactly (which a float32 identity-like denoiser
+    gives at small t), has no direction to follow: its step is 0, not ``inf * 0``. Steps are capped
+    so that ``sqrt(2 eps)`` stays finite in the state dtype.
+    """
+    s_norm = score.flatten(1).norm(dim=1)
+    step = 2.0 * (snr * z.flatten(1).norm(dim=1) / s_norm) ** 2
+    step = torch.where(s_norm > 0, step, torch.zeros_like(step))
+    step = step.clamp(max=0.25 * torch.finfo(step.dtype).max)
+    return append_dims(step, z.ndim), append_dims((2.0 * step).sqrt(), z.ndim)
 
 
 # -- samplers --------------------------------------------------------------------------------------
@@ -154,10 +174,8 @@ def sample_pc(
         for _ in range(n_corrector):
             score = (a * run.model(x, t) - x) / (s * s)
             z = run.noise(x)
-            ratio = z.flatten(1).norm(dim=1) / score.flatten(1).norm(dim=1).clamp(min=1e-30)
-            # score_sde's step 2 alpha_i (snr |z| / |score|)^2, with alpha_i = 1 - beta_i ~ 1
-            step = append_dims(2.0 * (snr * ratio) ** 2, x.ndim)
-            x = x + step * score + (2.0 * step).sqrt() * z
+            step, scale = _langevin_step(score, z, snr)
+            x = x + step * score + scale * z
         x0 = run.model(x, t)
         run.report(i, t, x, x0)
         x = x0 if t_next == 0.0 else _em_step(run, x, x0, t, t_next)
@@ -244,10 +262,13 @@ def _dpmpp_2m(run: _Run, eta: float) -> Tensor:
             continue
         s, (a_n, s_n) = run.coefs(t)[1], run.coefs(t_next)
         h = run.half_log_snr(t_next) - run.half_log_snr(t)
-        d = x0 if x0_prev is None else x0 + (x0 - x0_prev) * (h / (2.0 * h_prev))
+        # h >= 0, but two grid times a few ulps apart can share a float64 log-SNR: h = 0, and a
+        # zero previous step gives no slope (first order instead of a division by zero)
+        multistep = x0_prev is not None and h_prev > 0.0
+        d = x0 + (x0 - x0_prev) * (h / (2.0 * h_prev)) if multistep else x0
         x = (s_n / s) * math.exp(-eta * h) * x + a_n * -math.expm1(-(1.0 + eta) * h) * d
         if eta > 0.0:
-            x = x + s_n * math.sqrt(-math.expm1(-2.0 * eta * h)) * run.noise(x)
+            x = x + s_n * math.sqrt(max(-math.expm1(-2.0 * eta * h), 0.0)) * run.noise(x)
         x0_prev, h_prev = x0, h
     return run.finish(x)
 

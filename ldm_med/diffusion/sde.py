@@ -37,6 +37,10 @@ from ldm_med.errors import InputError
 from ldm_med.utils import append_dims, precise_dtype, randn
 
 DEFAULT_BETA_MAX = {"linear": 20.0, "cosine": 200.0}
+# Smallest alpha or sigma used as a divisor (eps or score from x0 at t = 0, where sigma = 0): sigma
+# is this small only for t < 1e-22 (both default schedules), so usable times are unaffected, and
+# x / DIVISOR_FLOOR**2 stays finite in float32 for |x| < 3e14.
+DIVISOR_FLOOR = 1e-12
 
 
 def _as_time(t: float | Tensor) -> Tensor:
