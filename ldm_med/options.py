@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from ldm_med.errors import InputError
 
-METHODS = ("ldm", "linear", "cubic")
+INTERPOLATIONS = ("linear", "cubic", "bspline", "lanczos")  # ldm_med.inpainting.interpolate
+METHODS = ("ldm", *INTERPOLATIONS)
 REFINE_MODES = ("adapt", "pretrained", "off")
 # the names of ldm_med.diffusion.samplers.SAMPLERS, here so that choosing one needs no torch (a test
 # keeps the two equal)
@@ -19,7 +20,8 @@ class ReconstructOptions:
     """How to reconstruct. Every field is checked when the options are made (``InputError``).
 
     Attributes:
-        method: ``"ldm"`` (the models) or the plain interpolations ``"linear"`` and ``"cubic"``.
+        method: ``"ldm"`` (the models) or a plain interpolation: ``"linear"``, ``"cubic"`` (spline),
+            ``"bspline"`` (cubic B-spline) or ``"lanczos"`` (Lanczos-3 windowed sinc).
         refine: the slice-gap refiner: ``"adapt"`` fine-tunes it on the scan for ``adapt_steps``
             steps, ``"pretrained"`` uses it as shipped, ``"off"`` leaves the estimate to the
             diffusion model.

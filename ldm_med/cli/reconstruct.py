@@ -128,7 +128,23 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         ldm_med.save_volume(result.volume.with_data(result.uncertainty), args.uncertainty)
     print(f"filled {int(missing.sum())} of {volume.n_slices} slices along axis {volume.slice_axis} "
           f"({format_indices(missing)}) with {options.method} in {result.seconds:.1f} s -> {args.output}")
+    choice = _choice_line(result.volume.metadata.get("reconstruction", {}))
+    if choice:
+        print(choice)
     return 0
+
+
+def _choice_line(info: dict) -> str:
+    """What the check on hidden acquired slices chose, and its errors (normalised units)."""
+    if not info.get("blend"):
+        return ""
+    blend = " + ".join(f"{w:.2f} {name}" for name, w in info["blend"].items())
+    line = f"estimate: {blend}"
+    if info.get("check_rmse"):
+        errors = ", ".join(f"{name} {v:.4g}" for name, v in sorted(info["check_rmse"].items(),
+                                                                    key=lambda kv: kv[1]))
+        line += f" (chosen by hiding acquired slices; RMSE there: {errors})"
+    return line
 
 
 def run_demo(args: argparse.Namespace) -> int:

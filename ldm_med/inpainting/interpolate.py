@@ -13,8 +13,10 @@ import torch
 from torch import Tensor
 
 from ldm_med.errors import InputError
+from ldm_med.options import INTERPOLATIONS
 
-METHODS = ("linear", "cubic")
+METHODS = INTERPOLATIONS
+LANCZOS_LOBES = 3  # Lanczos-3, the windowed sinc 3D Slicer and ANTs users know
 
 
 def interpolation_weights(known: np.ndarray, query: np.ndarray, method: str = "cubic") -> np.ndarray:
@@ -23,7 +25,12 @@ def interpolation_weights(known: np.ndarray, query: np.ndarray, method: str = "c
     Args:
         known: ``(K,)`` increasing slice positions with data, ``K >= 1``.
         query: ``(M,)`` positions to fill.
-        method: ``"linear"`` or ``"cubic"`` (not-a-knot cubic spline, as ``scipy.interpolate.CubicSpline``).
+        method: ``"linear"``; ``"cubic"`` (not-a-knot cubic spline through the known positions, as
+            ``scipy.interpolate.CubicSpline``); ``"bspline"`` (cubic B-spline, as
+            ``scipy.ndimage.map_coordinates`` with order 3) or ``"lanczos"`` (Lanczos-3 windowed sinc,
+            normalised to sum 1). The last two resample the known slices as a regular grid: exact
+            for regular gaps (``keep-every``), where ANTs and 3D Slicer users meet them; with
+            irregular gaps a query's place between its neighbours is kept, the grid is warped.
 
     Returns:
         ``(M, K)`` float64 matrix ``W`` with ``values[query] = W @ values[known]``; rows sum to 1.
@@ -38,9 +45,34 @@ def interpolation_weights(known: np.ndarray, query: np.ndarray, method: str = "c
         return np.ones((len(query), 1))
     if method == "linear" or len(known) < 3:
         return np.stack([np.interp(clamped, known, eye[k]) for k in range(len(known))], axis=1)
-    from scipy.interpolate import CubicSpline
+    if method == "cubic":
+        from scipy.interpolate import CubicSpline
 
-    return CubicSpline(known, eye, axis=0, bc_type="not-a-knot")(clamped)
+        return CubicSpline(known, eye, axis=0, bc_type="not-a-knot")(clamped)
+    grid = np.interp(clamped, known, np.arange(len(known), dtype=np.float64))  # known-index space
+    return _bspline_weights(grid, len(known)) if method == "bspline" else _lanczos_weights(grid, len(known))
+
+
+def _bspline_weights(grid: np.ndarray, k: int) -> np.ndarray:
+    """``(M, K)`` weights of cubic B-spline interpolation at fractional indices ``grid``."""
+    from scipy import ndimage
+
+    rows = np.repeat(grid, k)
+    cols = np.tile(np.arange(k, dtype=np.float64), len(grid))
+    w = ndimage.map_coordinates(np.eye(k), [rows, cols], order=3, mode="nearest", prefilter=True)
+    return w.reshape(len(grid), k)
+
+
+def _lanczos_weights(grid: np.ndarray, k: int, lobes: int = LANCZOS_LOBES) -> np.ndarray:
+    """``(M, K)`` Lanczos weights at fractional indices ``grid``; taps beyond the ends repeat the edge
+    slice, and each row is normalised to sum 1."""
+    weights = np.zeros((len(grid), k))
+    base = np.floor(grid).astype(int)
+    for tap in range(-lobes + 1, lobes + 1):
+        idx = base + tap
+        w = np.sinc(grid - idx) * np.sinc((grid - idx) / lobes)
+        np.add.at(weights, (np.arange(len(grid)), np.clip(idx, 0, k - 1)), w)
+    return weights / weights.sum(axis=1, keepdims=True)
 
 
 def fill_missing(array: np.ndarray, missing: np.ndarray, axis: int = -1, method: str = "cubic") -> np.ndarray:

@@ -1,27 +1,19 @@
-"""Scan-adaptive refinement: learn the through-plane gap problem from the scan's own in-plane data.
+"""The slice-gap refiner's two jobs: learning the gap problem (``fit``) and filling gaps (``refine``).
 
 The in-plane directions of a scan are fully sampled. Removing rows of an acquired slice with the scan's
 own gap pattern, after resampling that row axis to the slice spacing, gives training pairs whose
 geometry matches the through-plane planes where slices are missing (the SMORE idea, Zhao et al. 2020).
 A small 2D refiner (``ldm_med.nets.refiner``), pretrained on through-plane planes of the training
-volumes, is fine-tuned on those pairs for a fixed number of steps, then applied to every through-plane
-plane of both in-plane orientations; the two estimates are averaged.
-
-Fine-tuning helps where a scan's in-plane structure predicts its through-plane structure (real brains),
-and hurts where it does not and the pretrained prior knows better (anatomy that repeats along the body
-axis). Which holds is checked on the scan itself, in the true through-plane direction: acquired slices
-are hidden (every other one, two ways) and both refiners fill them from the rest. The result is the
-blend ``w * pretrained + (1 - w) * fine-tuned`` with the least-squares ``w`` in [0, 1] of that check.
+volumes (``ldm_med.train.refiner``), is fine-tuned on those pairs (``adapt.py``), then applied to
+every through-plane plane of both in-plane orientations; the two estimates are averaged.
 
     x_c (interpolated, normalised) --> planes (W, Z) and (H, Z) --> refiner --> average --> x_a
-    with the refiner's estimate = w * pretrained's + (1 - w) * fine-tuned's, w from the hold-out check
 
 Everything here works on normalised ``(Z, H, W)`` arrays, slices first; acquired slices pass through
 exactly.
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ldm_med.inpainting.interpolate import fill_missing, fill_missing_batch
-from ldm_med.progress import Progress, no_progress
+from ldm_med.inpainting.interpolate import fill_missing_batch
+from ldm_med.progress import Progress
 
 MaskFn = Callable[[int, np.random.Generator], np.ndarray]  # (length, rng) -> bool (length,), True = missing
 
@@ -39,8 +31,9 @@ MaskFn = Callable[[int, np.random.Generator], np.ndarray]  # (length, rng) -> bo
 class AdaptOptions:
     """Fine-tuning budget. ``steps=0`` applies the refiner as it is (pretrained only).
 
-    ``blend``: blend the fine-tuned and the pretrained refiner by the through-plane hold-out check
-    (``False``: the fine-tuned refiner alone). ``check_stride``: the check uses every n-th plane.
+    ``blend``: blend the fine-tuned and the pretrained refiner and the scan's best plain interpolation
+    by the check on hidden acquired slices (``blend.py``; ``False``: the fine-tuned refiner alone).
+    ``check_stride``: the check uses every n-th through-plane plane.
     """
 
     steps: int = 300
@@ -51,15 +44,6 @@ class AdaptOptions:
     apply_batch: int = 16
     blend: bool = True
     check_stride: int = 4
-
-
-@dataclass
-class Refined:
-    """The refined volume ``(Z, H, W)`` and the weight of the pretrained refiner in it (``None``: not
-    blended)."""
-
-    volume: np.ndarray
-    pretrained_weight: float | None = None
 
 
 def through_planes(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -116,22 +100,6 @@ def mixed_patterns(masks: Sequence[np.ndarray]) -> MaskFn:
     """Cyclic windows of one of ``masks``, chosen at random per draw."""
     draws = [cyclic_pattern(m) for m in masks]
     return lambda length, rng: draws[int(rng.integers(len(draws)))](length, rng)
-
-
-def holdout_masks(missing: np.ndarray) -> list[np.ndarray]:
-    """Acquired slices to hide for the through-plane check: every other interior acquired slice, two ways.
-
-    Each mask marks the hidden slices (True); the outermost acquired slices always stay. Empty when
-    fewer than 3 slices are acquired.
-    """
-    acquired = np.flatnonzero(~np.asarray(missing, dtype=bool))
-    masks = []
-    for offset in (1, 2):
-        held = np.zeros(len(missing), dtype=bool)
-        held[acquired[offset:-1:2]] = True
-        if held.any():
-            masks.append(held)
-    return masks
 
 
 def gap_batch(planes: list[Tensor], mask_fn: MaskFn, rng: np.random.Generator, batch: int,
@@ -207,78 +175,3 @@ def refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, device: t
     result = out.numpy()
     result[~missing] = x_c[~missing]
     return result
-
-
-def pretrained_weight(pretrained: torch.nn.Module, tuned: torch.nn.Module, x_c: np.ndarray,
-                      missing: np.ndarray, stride: int = 4, device: torch.device | str = "cpu",
-                      batch: int = 16) -> float | None:
-    """Least-squares ``w`` in [0, 1] for ``w * pretrained + (1 - w) * tuned`` on hidden acquired slices.
-
-    The check hides acquired slices (``holdout_masks``), fills the gaps from the remaining ones with
-    both refiners, on every ``stride``-th through-plane plane of each orientation, and compares with the
-    hidden slices' true values. ``None`` when there is nothing to hide (fewer than 3 acquired slices).
-    """
-    missing = np.asarray(missing, dtype=bool)
-    preds: tuple[list[Tensor], list[Tensor]] = ([], [])
-    truths = []
-    x_true = torch.from_numpy(np.ascontiguousarray(x_c, dtype=np.float32))
-    for held in holdout_masks(missing):
-        gaps = missing | held
-        x_h = torch.from_numpy(fill_missing(x_c, gaps, axis=0, method="linear").astype(np.float32))
-        for view, truth in zip(through_planes(x_h), through_planes(x_true)):
-            view, truth = view[::stride], truth[::stride]
-            truths.append(truth[..., held].reshape(-1))
-            for net, out in zip((pretrained, tuned), preds):
-                out.append(refine_planes(net, view, gaps, device, batch)[..., held].reshape(-1))
-    if not truths:
-        return None
-    p, t, y = torch.cat(preds[0]).double(), torch.cat(preds[1]).double(), torch.cat(truths).double()
-    d = p - t
-    return float(((d * (y - t)).sum() / d.square().sum().clamp(min=1e-12)).clamp(0.0, 1.0))
-
-
-def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, spacing: Sequence[float],
-                     opts: AdaptOptions | None = None, device: torch.device | str = "cpu",
-                     progress: Progress | None = None) -> Refined:
-    """Fine-tune ``net`` (in place) on the scan's own in-plane gaps, then refine ``x_c``.
-
-    With ``opts.blend`` the result blends the fine-tuned and the pretrained (as passed in) refiner by
-    the through-plane hold-out check (``pretrained_weight``).
-
-    Args:
-        x_c: ``(Z, H, W)`` normalised volume, missing slices linearly interpolated.
-        missing: ``(Z,)`` bool.
-        spacing: ``(dz, dh, dw)`` in mm.
-    """
-    opts = opts or AdaptOptions()
-    missing = np.asarray(missing, dtype=bool)
-    report = progress or no_progress
-    if opts.steps == 0:
-        return Refined(_refine_stage(net, x_c, missing, opts, device, report))
-    pretrained = copy.deepcopy(net) if opts.blend else None
-    held = holdout_masks(missing) if opts.blend else []
-    # the hidden-slice patterns are trained on too, so the check compares like with like
-    fit(net, inplane_planes(x_c, ~missing, spacing), mixed_patterns([missing, *held]), opts, device, progress)
-    w = None
-    if pretrained is not None:
-        report("check", 0, 1)
-        w = pretrained_weight(pretrained, net, x_c, missing, opts.check_stride, device, opts.apply_batch)
-        report("check", 1, 1)
-    # each refiner runs over the whole volume only when its weight is not zero
-    if not w:  # None or 0: the fine-tuned refiner alone
-        return Refined(_refine_stage(net, x_c, missing, opts, device, report), w)
-    if w == 1.0:
-        return Refined(_refine_stage(pretrained, x_c, missing, opts, device, report), w)
-    tuned = _refine_stage(net, x_c, missing, opts, device, report, part=0)
-    prior = _refine_stage(pretrained, x_c, missing, opts, device, report, part=1)
-    return Refined((w * prior + (1.0 - w) * tuned).astype(np.float32), w)
-
-
-def _refine_stage(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, opts: AdaptOptions,
-                  device: torch.device | str, report: Progress, part: int | None = None) -> np.ndarray:
-    """``refine`` as a progress stage (``part`` 0 and 1 of two passes, or one pass)."""
-    done, total = (0, 1) if part is None else (part, 2)
-    report("refine", done, total)
-    out = refine(net, x_c, missing, device, opts.apply_batch)
-    report("refine", done + 1, total)
-    return out

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ldm_med import metrics
-from ldm_med.options import METHODS, REFINE_MODES, ReconstructOptions
+from ldm_med.options import INTERPOLATIONS, METHODS, REFINE_MODES, ReconstructOptions
 from ldm_med.pipelines.reconstruct import reconstruct
 from ldm_med.volume import Volume
 
@@ -88,7 +88,7 @@ def summary_table(rows: list[Row]) -> str:
         by = {m: [r for r in rows if r.pattern == p and r.method == m] for m in methods}
         base = {}
         for r in rows:
-            if r.pattern == p and r.method in ("linear", "cubic"):
+            if r.pattern == p and r.method in INTERPOLATIONS:
                 base[r.volume] = max(base.get(r.volume, -np.inf), r.psnr)
         for m in methods:
             rs = by[m]

@@ -145,7 +145,8 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
     model = load_inpainting_model(opts.checkpoint, device) if opts.uses_diffusion or opts.checkpoint else None
     x = imap.forward(anchor).astype(np.float32)  # (Z, A, B) normalised
     if refiner is not None:
-        x, info["pretrained_weight"] = refined(refiner, volume, x, missing, opts, device, progress)
+        x, choice = refined(refiner, volume, x, missing, opts, device, progress)
+        info.update(choice)
     estimate, samples = x[missing], None
     if opts.uses_diffusion:
         from ldm_med.inpainting.sampling import SamplingOptions, sample_corrections
@@ -159,12 +160,19 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
             samples = imap.inverse(estimate[None] + (corrections - mean[None]))
     return imap.inverse(estimate), samples, info
 def refined(net, volume: Volume, x_c: np.ndarray, missing: np.ndarray, opts: ReconstructOptions, device,
-            progress: Progress | None) -> tuple[np.ndarray, float | None]:
-    """``x_c (Z, A, B)`` normalised, with missing slices corrected by the refiner ``net`` (fine-tuned on
-    the scan first with ``refine="adapt"``), and the weight of the pretrained refiner in the blend."""
-    from ldm_med.inpainting.refine import AdaptOptions, adapt_and_refine
+            progress: Progress | None) -> tuple[np.ndarray, dict]:
+    """``x_c (Z, A, B)`` normalised, with missing slices filled by the blend the check on hidden acquired
+    slices chose among the refiner ``net`` (as shipped, and fine-tuned on the scan first with
+    ``refine="adapt"``) and the plain interpolations; and what was chosen, for the metadata."""
+    from ldm_med.inpainting.adapt import adapt_and_refine
+    from ldm_med.inpainting.refine import AdaptOptions
 
     steps = opts.adapt_steps if opts.refine == "adapt" else 0
     out = adapt_and_refine(net, x_c, missing, volume.spacing_slices_first(),
                            AdaptOptions(steps=steps, seed=opts.seed), device, progress)
-    return out.volume, out.pretrained_weight
+    check = out.check
+    choice = {"blend": {k: round(w, 4) for k, w in check.weights.items()}}
+    if check.rmse:
+        choice["anchor"] = check.anchor
+        choice["check_rmse"] = {k: round(v, 5) for k, v in check.rmse.items()}
+    return out.volume, choice

@@ -1,4 +1,4 @@
-"""Scan-adaptive refinement: plane geometry, gap masks, the refiner's guarantees, and that fitting learns."""
+"""The slice-gap refiner: plane geometry, gap masks, its guarantees, and that fitting learns."""
 from __future__ import annotations
 
 import copy
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ldm_med.inpainting import refine as adapt
+from ldm_med.inpainting import refine
+from ldm_med.inpainting.adapt import adapt_and_refine
 from ldm_med.inpainting.interpolate import fill_missing
 from ldm_med.masks import keep_every
 from ldm_med.nets.refiner import SliceGapRefiner
@@ -23,7 +24,7 @@ def smooth_volume(shape=(24, 20, 22), seed=0) -> np.ndarray:
 
 def test_through_planes_put_the_slice_axis_last():
     x = torch.arange(4 * 5 * 6, dtype=torch.float32).reshape(4, 5, 6)
-    by_h, by_w = adapt.through_planes(x)
+    by_h, by_w = refine.through_planes(x)
     assert by_h.shape == (5, 6, 4) and by_w.shape == (6, 5, 4)
     torch.testing.assert_close(by_h[2], x[:, 2, :].T)
     torch.testing.assert_close(by_w[3], x[:, :, 3].T)
@@ -34,7 +35,7 @@ def test_inplane_planes_resample_rows_to_the_slice_spacing(spacing, stacks):
     x = smooth_volume((8, 10, 12))
     acquired = np.zeros(8, bool)
     acquired[::2] = True
-    planes = adapt.inplane_planes(x, acquired, spacing)
+    planes = refine.inplane_planes(x, acquired, spacing)
     assert len(planes) == stacks
     assert planes[0].shape == (4, 12, 10)  # rows along H, A = W
     torch.testing.assert_close(planes[0][1], torch.from_numpy(x[2].T))  # only acquired slices are used
@@ -43,7 +44,7 @@ def test_inplane_planes_resample_rows_to_the_slice_spacing(spacing, stacks):
 
 
 def test_cyclic_pattern_windows_follow_the_scan_and_keep_two_rows():
-    draw = adapt.cyclic_pattern(keep_every(24, 4))
+    draw = refine.cyclic_pattern(keep_every(24, 4))
     rng = np.random.default_rng(0)
     for length in (5, 16, 48):
         for _ in range(20):
@@ -57,7 +58,7 @@ def test_untrained_refiner_is_linear_interpolation_and_acquired_slices_pass():
     x = smooth_volume()
     missing = keep_every(x.shape[0], 3)
     x_c = fill_missing(x, missing, axis=0, method="linear")
-    out = adapt.refine(SliceGapRefiner(8, 3), x_c, missing)
+    out = refine.refine(SliceGapRefiner(8, 3), x_c, missing)
     np.testing.assert_array_equal(out, x_c)
 
 
@@ -67,8 +68,8 @@ def test_fitting_on_inplane_gaps_lowers_the_error_on_missing_slices():
     x_c = fill_missing(x, missing, axis=0, method="linear")
     torch.manual_seed(0)
     net = SliceGapRefiner(16, 4)
-    opts = adapt.AdaptOptions(steps=150, batch_size=8, crop=(24, 24), lr=2e-3, blend=False)
-    out = adapt.adapt_and_refine(net, x_c, missing, (1.0, 1.0, 1.0), opts).volume
+    opts = refine.AdaptOptions(steps=150, batch_size=8, crop=(24, 24), lr=2e-3, blend=False)
+    out = adapt_and_refine(net, x_c, missing, (1.0, 1.0, 1.0), opts).volume
     np.testing.assert_array_equal(out[~missing], x[~missing])
     err_linear = np.mean((x_c[missing] - x[missing]) ** 2)
     err_refined = np.mean((out[missing] - x[missing]) ** 2)
@@ -80,48 +81,8 @@ def test_adaptation_is_reproducible_per_seed():
     missing = keep_every(16, 2)
     x_c = fill_missing(x, missing, axis=0, method="linear")
     net = SliceGapRefiner(8, 3)
-    opts = adapt.AdaptOptions(steps=10, batch_size=4, crop=(16, 16))
-    a = adapt.adapt_and_refine(copy.deepcopy(net), x_c, missing, (2.0, 1.0, 1.0), opts)
-    b = adapt.adapt_and_refine(copy.deepcopy(net), x_c, missing, (2.0, 1.0, 1.0), opts)
+    opts = refine.AdaptOptions(steps=10, batch_size=4, crop=(16, 16))
+    a = adapt_and_refine(copy.deepcopy(net), x_c, missing, (2.0, 1.0, 1.0), opts)
+    b = adapt_and_refine(copy.deepcopy(net), x_c, missing, (2.0, 1.0, 1.0), opts)
     np.testing.assert_array_equal(a.volume, b.volume)
-    assert a.pretrained_weight == b.pretrained_weight
-
-
-def test_holdout_masks_hide_interior_acquired_slices_two_ways():
-    missing = keep_every(24, 4)  # acquired 0, 4, ..., 20
-    masks = adapt.holdout_masks(missing)
-    assert [np.flatnonzero(m).tolist() for m in masks] == [[4, 12], [8, 16]]
-    assert adapt.holdout_masks(keep_every(8, 7)) == []  # 2 acquired slices: nothing to hide
-
-
-def shifted_refiner(shift: float) -> SliceGapRefiner:
-    """A refiner that adds ``shift`` to linear interpolation on every missing row."""
-    net = SliceGapRefiner(4, 2)
-    net.body[-1].bias.data.fill_(shift)
-    return net
-
-
-@pytest.mark.parametrize("pretrained, tuned, expected", [(0.0, 1.0, 1.0), (1.0, 0.0, 0.0), (1.0, -1.0, 0.5)])
-def test_pretrained_weight_is_the_least_squares_blend_on_hidden_slices(pretrained, tuned, expected):
-    x = smooth_volume((25, 20, 20))
-    missing = keep_every(25, 2)
-    w = adapt.pretrained_weight(shifted_refiner(pretrained), shifted_refiner(tuned), x, missing, stride=2)
-    assert w == pytest.approx(expected, abs=0.1)
-
-
-def test_blend_is_reported_and_stays_between_the_two_refiners():
-    x = smooth_volume((24, 32, 32))
-    missing = keep_every(24, 4)
-    x_c = fill_missing(x, missing, axis=0, method="linear")
-    opts = adapt.AdaptOptions(steps=20, batch_size=4, crop=(16, 16))
-    torch.manual_seed(0)
-    net = SliceGapRefiner(8, 3)
-    pre = adapt.refine(copy.deepcopy(net), x_c, missing)
-    out = adapt.adapt_and_refine(net, x_c, missing, (1.0, 1.0, 1.0), opts)
-    tuned = adapt.refine(net, x_c, missing)
-    w = out.pretrained_weight
-    assert w is not None and 0.0 <= w <= 1.0
-    np.testing.assert_allclose(out.volume, w * pre + (1 - w) * tuned, atol=1e-5)
-    alone = adapt.adapt_and_refine(copy.deepcopy(net), x_c, missing, (1.0, 1.0, 1.0),
-                                   adapt.AdaptOptions(steps=0))
-    assert alone.pretrained_weight is None
+    assert a.check == b.check

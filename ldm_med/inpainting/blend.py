@@ -1,0 +1,132 @@
+"""The self-check on hidden acquired slices, and the blend it chooses.
+
+A scan's acquired slices are the only truth a reconstruction has about that scan. The check hides some
+of them (every other interior acquired slice, two ways), fills the enlarged gaps with every candidate,
+and compares with the hidden values in the true through-plane direction:
+
+* the refiners (pretrained and, with ``adapt``, fine-tuned on the scan), which correct linear
+  interpolation;
+* the plain interpolations (``interpolate.METHODS``): the one with the smallest error is the scan's
+  anchor, so smooth volumes get a spline and sharp ones linear.
+
+The result is the convex blend of the refiners and the anchor with the least-squares weights of that
+check. A refiner that hurts on a scan gets weight 0 there, and the blend can be the plain interpolation
+alone: the check, not a fixed rule, decides.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ldm_med.inpainting.interpolate import METHODS, fill_missing
+from ldm_med.inpainting.refine import refine_planes, through_planes
+
+
+@dataclass
+class Check:
+    """What the check found: RMSE per candidate on the hidden slices (normalised units), the anchor
+    (the best plain interpolation) and the blend weights (candidates with weight 0 left out)."""
+
+    rmse: dict[str, float] = field(default_factory=dict)
+    anchor: str | None = None
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+def holdout_masks(missing: np.ndarray) -> list[np.ndarray]:
+    """Acquired slices to hide for the check: every other interior acquired slice, two ways.
+
+    Each mask marks the hidden slices (True); the outermost acquired slices always stay. Empty when
+    fewer than 3 slices are acquired.
+    """
+    acquired = np.flatnonzero(~np.asarray(missing, dtype=bool))
+    masks = []
+    for offset in (1, 2):
+        held = np.zeros(len(missing), dtype=bool)
+        held[acquired[offset:-1:2]] = True
+        if held.any():
+            masks.append(held)
+    return masks
+
+
+def _hidden(volume: Tensor, held: np.ndarray, stride: int) -> Tensor:
+    """The hidden slices of ``volume (Z, H, W)`` on every ``stride``-th plane of both through-plane
+    orientations, flattened (the planes the refiners see in the check)."""
+    return torch.cat([view[::stride][..., held].reshape(-1) for view in through_planes(volume)])
+
+
+def _refined_hidden(net: torch.nn.Module, x_lin: Tensor, gaps: np.ndarray, held: np.ndarray, stride: int,
+                    device: torch.device | str, batch: int) -> Tensor:
+    return torch.cat([refine_planes(net, view[::stride], gaps, device, batch)[..., held].reshape(-1)
+                      for view in through_planes(x_lin)])
+
+
+def check(x: np.ndarray, missing: np.ndarray, refiners: Mapping[str, torch.nn.Module], stride: int = 4,
+          device: torch.device | str = "cpu", batch: int = 16, methods: tuple[str, ...] = METHODS) -> Check:
+    """Run the check on the normalised volume ``x (Z, H, W)`` (missing slices may hold anything).
+
+    ``refiners`` maps a name to a refiner network; they run on every ``stride``-th through-plane plane
+    only. An empty ``Check`` when fewer than 3 slices are acquired.
+    """
+    masks = holdout_masks(missing)
+    if not masks:
+        return Check()
+    preds: dict[str, list[Tensor]] = {name: [] for name in [*refiners, *methods]}
+    truths = []
+    x_true = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    for held in masks:
+        gaps = np.asarray(missing, dtype=bool) | held
+        truths.append(_hidden(x_true, held, stride))
+        x_lin = torch.from_numpy(fill_missing(x, gaps, axis=0, method="linear"))  # what refiners correct
+        for name, net in refiners.items():
+            preds[name].append(_refined_hidden(net, x_lin, gaps, held, stride, device, batch))
+        for method in methods:
+            filled = x_lin if method == "linear" else torch.from_numpy(fill_missing(x, gaps, 0, method))
+            preds[method].append(_hidden(filled, held, stride))
+    truth = torch.cat(truths).double()
+    flat = {name: torch.cat(p).double() for name, p in preds.items()}
+    rmse = {name: float((p - truth).square().mean().sqrt()) for name, p in flat.items()}
+    anchor = min(methods, key=rmse.__getitem__)
+    weights = simplex_least_squares({n: flat[n] for n in [*refiners, anchor]}, truth)
+    return Check(rmse, anchor, {n: w for n, w in weights.items() if w > 0})
+
+
+def simplex_least_squares(preds: Mapping[str, Tensor], truth: Tensor) -> dict[str, float]:
+    """Weights ``w >= 0``, ``sum w = 1`` minimising ``|sum_i w_i p_i - y|^2``.
+
+    Exact for a handful of candidates: the best of the equality-constrained solutions over every
+    subset of candidates whose weights come out non-negative (a single candidate always qualifies).
+    """
+    names = list(preds)
+    p = torch.stack([preds[n] for n in names]).double()  # (C, N)
+    gram, corr = p @ p.T, p @ truth.double()
+    best, best_err = {names[0]: 1.0}, float("inf")
+    for size in range(1, len(names) + 1):
+        for subset in itertools.combinations(range(len(names)), size):
+            idx = list(subset)
+            w = _constrained_solve(gram[idx][:, idx], corr[idx])
+            if w is None or (w < -1e-12).any():
+                continue
+            full = torch.zeros(len(names), dtype=torch.float64)
+            full[idx] = w.clamp(min=0.0)
+            err = float(full @ gram @ full - 2 * full @ corr)
+            if err < best_err - 1e-12 * abs(err):
+                full = full / full.sum()
+                best_err, best = err, {names[i]: float(full[i]) for i in range(len(names))}
+    return best
+
+
+def _constrained_solve(gram: Tensor, corr: Tensor) -> Tensor | None:
+    """``argmin w^T G w - 2 c^T w`` subject to ``sum w = 1`` (KKT system); None if singular."""
+    k = gram.shape[0]
+    kkt = torch.zeros(k + 1, k + 1, dtype=torch.float64)
+    kkt[:k, :k], kkt[:k, k], kkt[k, :k] = 2 * gram, 1.0, 1.0
+    rhs = torch.cat([2 * corr, torch.ones(1, dtype=torch.float64)])
+    try:
+        return torch.linalg.solve(kkt, rhs)[:k]
+    except RuntimeError:  # singular: two candidates that are the same
+        return None
