@@ -25,6 +25,7 @@ PACS need here, so the objects are pydicom copies of the source headers. highdic
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,8 @@ class Derivation:
     series_description: str
 
 
-def _code(value: str, meaning: str) -> Dataset:
+@functools.lru_cache(maxsize=None)
+def _code_item(value: str, meaning: str) -> Dataset:
     try:
         from highdicom.sr import CodedConcept
 
@@ -63,6 +65,11 @@ def _code(value: str, meaning: str) -> Dataset:
         item = Dataset()
         item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
         return item
+
+
+def _code(value: str, meaning: str) -> Dataset:
+    """A DCM code sequence item (made once, copied per use)."""
+    return copy.deepcopy(_code_item(value, meaning))
 
 
 def stored_dtype(ds: Dataset) -> np.dtype:
