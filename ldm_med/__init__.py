@@ -32,6 +32,8 @@ _LAZY = {
     "load_volume": "ldm_med.api",
     "save_volume": "ldm_med.api",
     "parse_missing": "ldm_med.api",
+    "save_samples": "ldm_med.api",
+    "uncertainty_volume": "ldm_med.api",
     "ReconstructOptions": "ldm_med.options",
     "METHODS": "ldm_med.options",
     "REFINE_MODES": "ldm_med.options",
@@ -44,7 +46,13 @@ _LAZY = {
 __all__ = ["Cancelled", "InputError", "Volume", "__version__", *_LAZY]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports them
-    from ldm_med.api import load_volume, parse_missing, save_volume  # noqa: F401
+    from ldm_med.api import (  # noqa: F401
+        load_volume,
+        parse_missing,
+        save_samples,
+        save_volume,
+        uncertainty_volume,
+    )
     from ldm_med.options import METHODS, REFINE_MODES, SAMPLER_NAMES, ReconstructOptions  # noqa: F401
     from ldm_med.pipelines.reconstruct import Reconstruction, reconstruct  # noqa: F401
     from ldm_med.progress import Progress  # noqa: F401

@@ -62,3 +62,32 @@ def parse_missing(spec: str, volume: Volume) -> np.ndarray:
 
     return parse_missing_spec(spec, volume.n_slices, volume)
 
+
+def uncertainty_volume(result) -> Volume:
+    """The calibrated standard deviation of a ``Reconstruction`` (``samples >= 2``) as a ``Volume`` with
+    the result's geometry; its metadata (kept in the NIfTI header extension by ``save_volume``) says
+    what it is and how it was calibrated."""
+    from ldm_med.errors import InputError
+
+    if result.uncertainty is None:
+        raise InputError("no uncertainty map: reconstruct with ReconstructOptions(samples=2) or more")
+    calib = result.volume.metadata.get("reconstruction", {}).get("uncertainty", {})
+    meta = {**result.volume.metadata, "content": "calibrated standard deviation of the posterior samples",
+            "descrip": "ldm-med std; " + (calib.get("interval", "") + " = 90% interval"
+                                          if calib.get("calibrated") else "UNCALIBRATED")}
+    return result.volume.with_data(result.uncertainty, metadata=meta)
+
+
+def save_samples(result, path: str | Path) -> Path:
+    """Write the posterior samples of a ``Reconstruction`` (``samples >= 2``) as one 4D NIfTI
+    ``(X, Y, Z, sample)``, atomically; acquired slices are the input's in every sample."""
+    from ldm_med.errors import InputError
+    from ldm_med.io import save_nifti
+
+    if result.samples is None:
+        raise InputError(f"{path}: no posterior samples: reconstruct with ReconstructOptions(samples=2) "
+                         "or more")
+    meta = {**result.volume.metadata, "content": f"{len(result.samples)} posterior samples (4th axis)",
+            "descrip": f"ldm-med {len(result.samples)} posterior samples"}
+    save_nifti(result.volume.with_data(result.volume.data, metadata=meta), path, stack=result.samples)
+    return Path(path)

@@ -106,3 +106,46 @@ def test_progress_in_a_log_is_plain_lines(tmp_path, capsys, small_nifti):
     code = main(["reconstruct", str(small_nifti), "-o", str(out), "--missing", "keep-every:3",
                  "--method", "linear", "-q"])
     assert code == 0 and capsys.readouterr().err == ""
+
+
+def test_save_samples_and_calibrated_uncertainty_round_trip(tmp_path, capsys, small_nifti):
+    import json
+
+    out, std, samples = (tmp_path / n for n in ("full.nii.gz", "std.nii.gz", "samples.nii.gz"))
+    code = main(["reconstruct", str(small_nifti), "-o", str(out), "--missing", "keep-every:3",
+                 "--refine", "pretrained", "--samples", "3", "--steps", "1", "--device", "cpu",
+                 "--uncertainty", str(std), "--save-samples", str(samples), "-q"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "calibrated on hidden acquired slices" in printed
+    stack = nib.load(samples).get_fdata()
+    source = load_volume(small_nifti).data
+    assert stack.shape == (*source.shape, 3)
+    acquired = np.ones(12, bool)
+    acquired[np.flatnonzero(np.arange(12) % 3)] = False
+    for k in range(3):  # acquired slices are the input's in every sample
+        np.testing.assert_allclose(stack[..., acquired, k], source[..., acquired], atol=1e-3)
+    img = nib.load(std)
+    header = json.loads(img.header.extensions[0].get_content())["ldm_med"]
+    calib = header["reconstruction"]["uncertainty"]
+    assert calib["calibrated"] and calib["nominal_coverage"] == 0.9 and calib["scale"] > 0
+    assert b"90% interval" in img.header["descrip"].tobytes()
+    np.testing.assert_allclose(stack.std(axis=-1), img.get_fdata(), atol=0.05 * img.get_fdata().max())
+
+
+def test_samples_need_several_and_a_writable_path(tmp_path, capsys, small_nifti):
+    assert "--samples 2 or more" in _bad(tmp_path, capsys, [str(small_nifti), "--save-samples",
+                                                            str(tmp_path / "s.nii.gz")])
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    err = _bad(tmp_path, capsys, [str(small_nifti), "--samples", "2",
+                                  "--save-samples", str(blocker / "s.nii.gz")])
+    assert "cannot write there" in err
+
+
+def test_uncalibrated_map_is_said_so(tmp_path, capsys, small_nifti):
+    out, std = tmp_path / "full.nii.gz", tmp_path / "std.nii.gz"
+    code = main(["reconstruct", str(small_nifti), "-o", str(out), "--missing", "1-10",
+                 "--refine", "off", "--samples", "2", "--steps", "1", "--device", "cpu",
+                 "--uncertainty", str(std), "-q"])
+    assert code == 0 and "warning: the uncertainty map is not calibrated" in capsys.readouterr().out
+    assert b"UNCALIBRATED" in nib.load(std).header["descrip"].tobytes()

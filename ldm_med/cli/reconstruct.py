@@ -19,7 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="slices to fill along --axis, in voxel order: '3,7,10-14', 'keep-every:4', or 'auto' "
                         "(geometry gaps and blank/constant/NaN slices; default)")
     _model_options(p)
-    p.add_argument("--uncertainty", help="write the per-voxel std over --samples (>= 2) to this NIfTI")
+    p.add_argument("--uncertainty",
+                   help="write the calibrated per-voxel std of the --samples (>= 2) posterior samples to "
+                        "this NIfTI: result +- 1.645 std is a 90%% interval, calibrated on hidden "
+                        "acquired slices of the scan itself")
+    p.add_argument("--save-samples", metavar="PATH",
+                   help="write the --samples (>= 2) posterior samples as one 4D NIfTI (X, Y, Z, sample)")
     p.add_argument("--axis", type=int, choices=(0, 1, 2),
                    help="slice axis (default: the last voxel axis for NIfTI, the acquisition axis for DICOM)")
     _input_options(p)
@@ -111,10 +116,11 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from ldm_med.masks import format_indices
 
     require_nifti_path(args.output, "-o")
-    if args.uncertainty:
-        require_nifti_path(args.uncertainty, "--uncertainty")
-    if args.uncertainty and args.samples < 2:
-        raise InputError("--uncertainty needs --samples 2 or more (it is the std over samples)")
+    for flag, path in (("--uncertainty", args.uncertainty), ("--save-samples", args.save_samples)):
+        if path:
+            require_nifti_path(path, flag)
+            if args.samples < 2:
+                raise InputError(f"{flag} needs --samples 2 or more (it comes from the posterior samples)")
     options = _options(args)
     volume = _load(args.input, args)
     missing = ldm_med.parse_missing(args.missing, volume)
@@ -125,12 +131,15 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         result = ldm_med.reconstruct(volume, missing, options, progress=progress)
     ldm_med.save_volume(result.volume, args.output)
     if args.uncertainty:
-        ldm_med.save_volume(result.volume.with_data(result.uncertainty), args.uncertainty)
+        ldm_med.save_volume(ldm_med.uncertainty_volume(result), args.uncertainty)
+    if args.save_samples:
+        ldm_med.save_samples(result, args.save_samples)
     print(f"filled {int(missing.sum())} of {volume.n_slices} slices along axis {volume.slice_axis} "
           f"({format_indices(missing)}) with {options.method} in {result.seconds:.1f} s -> {args.output}")
-    choice = _choice_line(result.volume.metadata.get("reconstruction", {}))
-    if choice:
-        print(choice)
+    info = result.volume.metadata.get("reconstruction", {})
+    for line in (_choice_line(info), _uncertainty_line(info)):
+        if line:
+            print(line)
     return 0
 
 
@@ -145,6 +154,17 @@ def _choice_line(info: dict) -> str:
                                                                     key=lambda kv: kv[1]))
         line += f" (chosen by hiding acquired slices; RMSE there: {errors})"
     return line
+
+
+def _uncertainty_line(info: dict) -> str:
+    calib = info.get("uncertainty")
+    if not calib:
+        return ""
+    if not calib["calibrated"]:
+        return f"warning: the uncertainty map is not calibrated: {calib['why']}"
+    return (f"uncertainty: std of {info['samples']} samples x {calib['scale']:.3g}, calibrated on hidden "
+            f"acquired slices so that {calib['interval']} is a {calib['nominal_coverage']:.0%} interval "
+            f"(before: {calib['holdout_coverage_before']:.0%} there)")
 
 
 def run_demo(args: argparse.Namespace) -> int:

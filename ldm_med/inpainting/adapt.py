@@ -14,7 +14,8 @@ itself says which, so each candidate runs over the whole volume only when its we
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,11 +31,13 @@ PRETRAINED, TUNED = "pretrained", "fine-tuned"
 
 @dataclass
 class Refined:
-    """The estimate ``(Z, H, W)`` (normalised) and the check that chose it (empty when nothing could
-    be hidden, or with ``blend=False``)."""
+    """The estimate ``(Z, H, W)`` (normalised), the check that chose it (empty when nothing could be
+    hidden, or with ``blend=False``), and ``fill(x, gaps)``: the same blend applied to other gaps of a
+    linearly filled volume (the uncertainty calibration refills hidden slices with it)."""
 
     volume: np.ndarray
     check: Check = field(default_factory=Check)
+    fill: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, spacing: Sequence[float],
@@ -66,11 +69,12 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
         result = check(x_c, missing, candidates, opts.check_stride, device, opts.apply_batch)
         report("check", 1, 1)
     weights = result.weights or {TUNED if TUNED in candidates else PRETRAINED: 1.0}
-    return Refined(_blend(weights, candidates, x_c, missing, opts, device, report), result)
+    fill = functools.partial(_blend, weights, candidates, opts=opts, device=device)
+    return Refined(fill(x_c, missing, report=report), result, fill)
 
 
 def _blend(weights: dict[str, float], nets: dict[str, torch.nn.Module], x_c: np.ndarray, missing: np.ndarray,
-           opts: AdaptOptions, device: torch.device | str, report: Progress) -> np.ndarray:
+           opts: AdaptOptions, device: torch.device | str, report: Progress = no_progress) -> np.ndarray:
     """``sum_i w_i * candidate_i(x_c)``: refiners by name, interpolations by method name."""
     out = np.zeros_like(x_c, dtype=np.float32)
     for done, (name, w) in enumerate(weights.items()):

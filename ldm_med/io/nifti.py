@@ -32,10 +32,16 @@ def has_suffix(path: str | Path, suffixes: tuple[str, ...]) -> bool:
 
 
 def require_nifti_path(path: str | Path, label: str = "") -> None:
-    """``InputError`` unless ``path`` ends in .nii or .nii.gz; ``label`` names the option (``-o``)."""
+    """``InputError`` unless ``path`` ends in .nii or .nii.gz and its folder is (or can be made)
+    writable; ``label`` names the option (``-o``)."""
+    where = f"{label} {path}" if label else str(path)
     if not has_suffix(path, NIFTI_SUFFIXES):
-        where = f"{label} {path}" if label else str(path)
         raise InputError(f"{where}: output must be a NIfTI file ending in .nii or .nii.gz")
+    folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{where}: cannot write there ({folder} is not a writable folder)")
 
 
 def guess_modality(data: np.ndarray) -> str:
@@ -147,24 +153,35 @@ def _storage_array(data: np.ndarray) -> np.ndarray:
     return data.astype(np.float32, copy=False)
 
 
-def save_nifti(volume: Volume, path: str | Path) -> None:
-    """Write ``volume`` as NIfTI-1 (.nii or .nii.gz), atomically (temporary file + rename)."""
+def save_nifti(volume: Volume, path: str | Path, *, stack: np.ndarray | None = None) -> None:
+    """Write ``volume`` as NIfTI-1 (.nii or .nii.gz), atomically (temporary file + rename).
+
+    ``stack``: ``(N, *volume.shape)`` volumes with ``volume``'s geometry (posterior samples, say),
+    written instead of ``volume.data`` as one 4D image ``(X, Y, Z, N)``. The ldm-med header extension
+    keeps the slice axis, the missing slices, the modality, and what ``metadata["reconstruction"]``
+    and ``metadata["content"]`` say (how the voxels were made, what they are).
+    """
     import nibabel as nib
 
     path = Path(path)
     require_nifti_path(path)
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    img = nib.Nifti1Image(_storage_array(volume.data), volume.affine)
+    data = volume.data if stack is None else np.moveaxis(np.asarray(stack), 0, -1)
+    img = nib.Nifti1Image(_storage_array(data), volume.affine)
     header = img.header
     img.set_sform(volume.affine, code=1)
     img.set_qform(volume.affine, code=1)  # nearest rigid approximation if the affine is sheared
     header.set_xyzt_units("mm")
     header.set_dim_info(slice=volume.slice_axis)
     modality = str(volume.metadata.get("modality") or "unknown")
-    header["descrip"] = f"ldm-med modality={modality}"[:79].encode("ascii", "replace")
+    descrip = volume.metadata.get("descrip") or f"ldm-med modality={modality}"
+    header["descrip"] = descrip[:79].encode("ascii", "replace")
     payload = {"slice_axis": int(volume.slice_axis), "missing": volume.missing.tolist()}
     if not volume.metadata.get("modality_guessed"):
         payload["modality"] = modality
+    for key in ("content", "reconstruction"):
+        if key in volume.metadata:
+            payload[key] = volume.metadata[key]
     header.extensions.append(nib.nifti1.Nifti1Extension(
         _COMMENT_CODE, json.dumps({_EXT_KEY: payload}).encode("utf-8")))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -127,8 +127,9 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
 
     Returns:
         ``(estimate, samples, info)``: ``estimate (n_missing, A, B)``; ``samples (N, n_missing, A, B)``
-        the posterior samples, centred on the estimate, or None with fewer than two; ``info`` names
-        the refiner and its blend weight (for the output's metadata).
+        the posterior samples, centred on the estimate, their spread scaled by the calibration on
+        hidden acquired slices, or None with fewer than two; ``info`` says what the check chose and
+        how the uncertainty was calibrated (for the output's metadata).
     """
     from ldm_med.data.intensity import intensity_map_for
     from ldm_med.inpainting.models import default_refiner, load_inpainting_model, load_refiner
@@ -144,11 +145,13 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
         refiner, info["refiner"] = load_refiner(path, device), path.name
     model = load_inpainting_model(opts.checkpoint, device) if opts.uses_diffusion or opts.checkpoint else None
     x = imap.forward(anchor).astype(np.float32)  # (Z, A, B) normalised
+    fill = None
     if refiner is not None:
-        x, choice = refined(refiner, volume, x, missing, opts, device, progress)
+        x, fill, choice = refined(refiner, volume, x, missing, opts, device, progress)
         info.update(choice)
     estimate, samples = x[missing], None
     if opts.uses_diffusion:
+        from ldm_med.inpainting.calibrate import holdout_calibration
         from ldm_med.inpainting.sampling import SamplingOptions, sample_corrections
 
         sampling = SamplingOptions(**{f.name: getattr(opts, f.name) for f in fields(SamplingOptions)})
@@ -157,13 +160,16 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
         if opts.refine == "off":  # otherwise the samples are centred on the refiner's estimate
             estimate = estimate + mean
         if corrections.shape[0] > 1:
-            samples = imap.inverse(estimate[None] + (corrections - mean[None]))
+            scale, info["uncertainty"] = holdout_calibration(model, x, missing, fill, sampling, device,
+                                                             progress)
+            samples = imap.inverse(estimate[None] + scale * (corrections - mean[None]))
     return imap.inverse(estimate), samples, info
 def refined(net, volume: Volume, x_c: np.ndarray, missing: np.ndarray, opts: ReconstructOptions, device,
-            progress: Progress | None) -> tuple[np.ndarray, dict]:
+            progress: Progress | None) -> tuple[np.ndarray, object, dict]:
     """``x_c (Z, A, B)`` normalised, with missing slices filled by the blend the check on hidden acquired
     slices chose among the refiner ``net`` (as shipped, and fine-tuned on the scan first with
-    ``refine="adapt"``) and the plain interpolations; and what was chosen, for the metadata."""
+    ``refine="adapt"``) and the plain interpolations; the blend as a function of other gaps; and what
+    was chosen, for the metadata."""
     from ldm_med.inpainting.adapt import adapt_and_refine
     from ldm_med.inpainting.refine import AdaptOptions
 
@@ -175,4 +181,4 @@ def refined(net, volume: Volume, x_c: np.ndarray, missing: np.ndarray, opts: Rec
     if check.rmse:
         choice["anchor"] = check.anchor
         choice["check_rmse"] = {k: round(v, 5) for k, v in check.rmse.items()}
-    return out.volume, choice
+    return out.volume, out.fill, choice

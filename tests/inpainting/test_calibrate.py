@@ -1,0 +1,32 @@
+"""Calibration of the uncertainty map: the conformal scale reaches its nominal coverage on a synthetic
+case with known noise, whatever scale the raw map had."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ldm_med.inpainting.calibrate import conformal_scale, coverage, z_value
+
+
+def test_z_value_is_the_gaussian_quantile():
+    assert z_value(0.90) == pytest.approx(1.6449, abs=1e-4)
+    assert z_value(0.95) == pytest.approx(1.9600, abs=1e-4)
+
+
+@pytest.mark.parametrize("raw_scale", [0.2, 1.0, 7.0])
+def test_calibrated_intervals_hold_their_nominal_coverage(raw_scale):
+    rng = np.random.default_rng(0)
+    sigma = rng.uniform(0.5, 3.0, 20000)  # the true, spatially varying noise level
+    fit_err, new_err = rng.normal(0, sigma), rng.normal(0, sigma)  # calibration pairs, fresh pairs
+    raw = raw_scale * sigma  # a map that ranks well but has the wrong scale
+    s = conformal_scale(fit_err, raw)
+    assert s * raw_scale == pytest.approx(1.0, rel=0.05)
+    assert coverage(new_err, s * raw, z_value(0.90)) == pytest.approx(0.90, abs=0.01)
+    if raw_scale != 1.0:  # the raw map's intervals were wrong: the calibration is what fixed them
+        assert abs(coverage(new_err, raw, z_value(0.90)) - 0.90) > 0.05
+
+
+def test_zero_spread_does_not_break_the_scale():
+    errors = np.array([0.0, 0.1, -0.2, 0.05])
+    s = conformal_scale(errors, np.zeros(4))
+    assert np.isfinite(s) and s > 0
