@@ -25,6 +25,8 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[tuple]
                 return read
             else:
                 return None
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            return None
         p = Path(path)
         if p.is_dir():
             return read if _folder_has_dicom(p) else None

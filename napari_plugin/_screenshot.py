@@ -32,7 +32,8 @@ def reconstruct_ct_sample(viewer: Any) -> Any:
     s_axis, p_axis = ndim - 3, ndim - 2
     viewer.dims.order = tuple(a for a in range(ndim) if a != p_axis)[:-2] + (p_axis, s_axis, ndim - 1)
     viewer.dims.set_point(p_axis, source.translate[1] + source.scale[1] * data.shape[1] * 0.55)
-    viewer.camera.orientation2d = ("up", "right")
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9
+    camera.orientation2d = ("up", "right")
     viewer.reset_view()
     return widget
 

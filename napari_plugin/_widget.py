@@ -231,16 +231,14 @@ class ReconstructWidget(Container):
             return
         from napari.qt.threading import create_worker
 
-        self._worker = create_worker(self._job.events, _start_thread=False)
-        self._worker.yielded.connect(self._on_progress)
-        self._worker.returned.connect(self._on_done)
-        self._worker.errored.connect(self._on_error)  # napari also shows it as a notification
-        self._worker.finished.connect(lambda: self._set_running(False))
+        # with an "errored" handler the worker does not re-raise errors in the GUI thread: the handler
+        # shows them as notifications
+        self._worker = create_worker(self._job.events, _start_thread=False, _connect={
+            "yielded": self._on_progress, "returned": self._on_done, "errored": self._on_error,
+            "finished": lambda: self._set_running(False)})
         self._worker.start()
 
     def _run_here(self, job: Job) -> None:
-        from napari.utils.notifications import show_error
-
         events = job.events()
         try:
             while True:
@@ -249,7 +247,6 @@ class ReconstructWidget(Container):
             self._on_done(stop.value)
         except Exception as exc:
             self._on_error(exc)
-            show_error(f"ldm-med: {exc}")
         finally:
             self._set_running(False)
 
@@ -273,18 +270,32 @@ class ReconstructWidget(Container):
     def _on_progress(self, event: tuple[str, int, int]) -> None:
         from napari.utils import progress
 
+        if self._job is None:  # a late event of a run that has ended
+            return
         stage, done, total = event
-        if self._pbar is None:
-            self._pbar = progress(total=total, desc=f"ldm-med: {stage}")
-        if self._pbar.desc != f"ldm-med: {stage}":
-            self._pbar.set_description(f"ldm-med: {stage}")
-        if self._pbar.total != total:
-            self._pbar.total = total
-        self._pbar.update(done - self._pbar.n)
         self.status.value = f"{stage}: {done}/{total}"
+        # a local reference: updating the bar runs napari's handlers, which may end the run meanwhile
+        pbar = self._pbar
+        if pbar is None:
+            pbar = self._pbar = progress(total=total, desc=f"ldm-med: {stage}")
+        if pbar.desc != f"ldm-med: {stage}":
+            pbar.set_description(f"ldm-med: {stage}")
+        if pbar.total != total:
+            pbar.total = total
+        pbar.update(done - pbar.n)
 
     def _on_error(self, exc: BaseException) -> None:
-        self.status.value = f"failed: {exc}"
+        """A failed run: one line for bad input (``InputError``), napari's error report (with the
+        traceback) for anything else."""
+        from napari.utils.notifications import notification_manager, show_error
+
+        import ldm_med
+
+        self._info(self.status, f"failed: {exc}", warn=True)
+        if isinstance(exc, ldm_med.InputError):
+            show_error(f"ldm-med: {exc}")
+        else:
+            notification_manager.receive_error(type(exc), exc, exc.__traceback__)
 
     def _on_done(self, result: Any) -> None:
         if result is None:

@@ -1,0 +1,130 @@
+"""The "Reconstruct missing slices" widget end to end, in napari's thread worker: result layers with
+the source's geometry, the missing-slice preview, Cancel, errors, and an untouched input layer."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.viewer
+RUN_TIMEOUT_MS = 60_000
+
+
+def _checksum(array) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _run(qtbot, widget):
+    widget.run_button.native.click()
+    assert not widget.run_button.enabled and widget.cancel_button.enabled  # while it runs
+    qtbot.waitUntil(lambda: widget._job is None, timeout=RUN_TIMEOUT_MS)
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def _new_layers(viewer, source):
+    return {layer.name[len(source.name) + 1:]: layer for layer in viewer.layers
+            if layer is not source and layer.name.startswith(source.name + " ")}
+
+
+def test_missing_slices_shown_before_running(ct_widget):
+    viewer, source = ct_widget.viewer, ct_widget.image.value
+    preview = viewer.layers[f"{source.name} missing"]
+    assert np.flatnonzero(preview.data.any(axis=(1, 2))).tolist() == [8, 15, 16]
+    np.testing.assert_array_equal(preview.scale, source.scale)
+    ct_widget.missing_mode.value = "spec"
+    ct_widget.spec.value = "keep-every:4"
+    assert preview.data.any(axis=(1, 2)).sum() == 15
+    ct_widget.spec.value = "3,99"
+    assert "99" in ct_widget.missing_info.value and ct_widget._mask is None
+    painted = viewer.add_labels(np.zeros(source.data.shape, np.uint8), name="paint")
+    painted.data[[2, 5], 10:20, 10:20] = 1
+    ct_widget.missing_mode.value = "from a Labels layer"
+    ct_widget.labels_layer.value = painted
+    assert np.flatnonzero(ct_widget._mask).tolist() == [2, 5]
+    assert len([layer for layer in viewer.layers if layer.name.endswith(" missing")]) == 1
+    assert ct_widget.device_info.value.startswith("⚠ running on the CPU")
+
+
+def test_run_adds_layers_with_the_source_geometry(qtbot, ct_widget):
+    viewer, source = ct_widget.viewer, ct_widget.image.value
+    before = _checksum(source.data)
+    _run(qtbot, ct_widget)
+    assert ct_widget.status.value.startswith("done"), ct_widget.status.value
+    layers = _new_layers(viewer, source)
+    assert set(layers) == {"missing", "reconstructed", "uncertainty", "synthesised", "samples"}
+    for name in ("reconstructed", "uncertainty", "synthesised", "missing"):
+        layer = layers[name]
+        assert layer.data.shape == source.data.shape
+        np.testing.assert_array_equal(layer.scale, source.scale)
+        np.testing.assert_array_equal(layer.translate, source.translate)
+        np.testing.assert_array_equal(layer.affine.affine_matrix, source.affine.affine_matrix)
+    for key in source.metadata:
+        assert key in layers["reconstructed"].metadata
+    assert layers["reconstructed"].metadata["synthesised_slices"] == [8, 15, 16]
+    recon = np.asarray(layers["reconstructed"].data)
+    acquired = source.metadata["acquired"]
+    np.testing.assert_array_equal(recon[acquired], np.asarray(source.data)[acquired])  # bit-exact
+    assert recon[[8, 15, 16]].std() > 0
+    unc = layers["uncertainty"]
+    assert not unc.visible and unc.blending == "additive" and unc.colormap.name == "inferno"
+    assert unc.data[[8, 15, 16]].max() > 0 and unc.data[acquired].max() == 0
+    assert np.flatnonzero(layers["synthesised"].data.any(axis=(1, 2))).tolist() == [8, 15, 16]
+    samples = layers["samples"]
+    assert samples.data.shape == (2, *source.data.shape)  # samples first: a slider over samples
+    np.testing.assert_array_equal(samples.scale, [1.0, *source.scale])
+    np.testing.assert_array_equal(samples.translate, [0.0, *source.translate])
+    assert _checksum(source.data) == before  # the input layer is never written to
+    assert not layers["missing"].visible
+
+
+def test_cancel_stops_the_run(qtbot, ct_widget):
+    viewer, source = ct_widget.viewer, ct_widget.image.value
+    ct_widget.refine.value = "adapt"
+    ct_widget.adapt_steps.value = 5000  # minutes if not cancelled
+    ct_widget.run_button.native.click()
+    qtbot.waitUntil(lambda: ct_widget._job is not None and ct_widget._job.last is not None
+                    and ct_widget._job.last[0] == "adapt", timeout=RUN_TIMEOUT_MS)
+    ct_widget.cancel_button.native.click()
+    qtbot.waitUntil(lambda: ct_widget._job is None, timeout=10_000)  # within a step or two
+    assert ct_widget.status.value == "cancelled"
+    assert ct_widget.run_button.enabled and not ct_widget.cancel_button.enabled
+    assert set(_new_layers(viewer, source)) == {"missing"}
+    # the viewer and the widget still work: a quick run goes through
+    ct_widget.refine.value, ct_widget.samples.value = "pretrained", 1
+    _run(qtbot, ct_widget)
+    assert "reconstructed" in _new_layers(viewer, source)
+
+
+def test_error_in_the_worker_becomes_a_notification(qtbot, ct_widget, tmp_path):
+    from napari.utils.notifications import notification_manager
+
+    bad = tmp_path / "not_a_model.safetensors"
+    bad.write_bytes(b"garbage")
+    ct_widget.model.value = "checkpoint file"
+    ct_widget.checkpoint.value = bad
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    try:
+        _run(qtbot, ct_widget)
+    finally:
+        notification_manager.notification_ready.disconnect(seen.append)
+    assert ct_widget.status.value.startswith("failed"), ct_widget.status.value
+    assert any("not_a_model" in str(n.message) for n in seen), [str(n.message) for n in seen]
+    assert "reconstructed" not in _new_layers(ct_widget.viewer, ct_widget.image.value)
+    ct_widget.model.value = "bundled default"  # and it recovers
+    _run(qtbot, ct_widget)
+    assert ct_widget.status.value.startswith("done")
+
+
+def test_screenshot_of_the_result_is_not_blank(make_napari_viewer):
+    from napari_plugin._screenshot import reconstruct_ct_sample
+
+    viewer = make_napari_viewer(show=True)  # a hidden canvas renders black
+    widget = reconstruct_ct_sample(viewer)
+    assert widget.status.value.startswith("done")
+    canvas = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(float)
+    assert canvas.std() > 10  # an image, not a flat colour
+    assert (canvas.max(axis=-1) > 40).mean() > 0.05  # a good part of the canvas shows the volume
+    window = viewer.screenshot(canvas_only=False, flash=False)
+    assert window.shape[0] > canvas.shape[0] and window.shape[1] > canvas.shape[1]
