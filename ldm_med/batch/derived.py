@@ -55,7 +55,7 @@ class Derivation:
     series_description: str
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _code_item(value: str, meaning: str) -> Dataset:
     try:
         from highdicom.sr import CodedConcept

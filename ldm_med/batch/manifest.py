@@ -58,6 +58,10 @@ class Manifest:
                 return default
         return None if row is None else row[0]
 
+    def set_meta(self, name: str, value: str) -> None:
+        with self._tx():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+
     def salt(self) -> str:
         return self.meta("anonymize_salt", secrets.token_hex(16)) or ""
 

@@ -403,6 +403,16 @@ def run_batch(cfg: BatchConfig, progress_factory=lambda: None) -> int:
     shard.gather(None, rank)  # OUT_DIR exists before any rank opens the manifest
     runner.manifest = Manifest(cfg.out_dir / "manifest.sqlite")
     runner.options_digest = _options_digest(cfg)
+    settings = digest(runner.options_digest, *cfg.formats, cfg.anonymize)[:16]
+    before = runner.manifest.meta("settings")
+    if cfg.resume and before is not None and before != settings:
+        runner.manifest.close()
+        raise InputError(f"{cfg.out_dir}: --resume with other settings than the run that wrote it "
+                         "(reconstruction options, --missing, --format or --anonymize differ); "
+                         "use the same settings, or another OUT_DIR")
+    shard.gather(None, rank)  # every rank has checked before the first one records its settings
+    if rank.is_main:
+        runner.manifest.set_meta("settings", settings)
     if cfg.anonymize:
         from ldm_med.batch.anonymize import Anonymizer
 

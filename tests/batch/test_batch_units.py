@@ -62,3 +62,12 @@ def test_progress_lines_with_per_series_timing(tree, tmp_path, capsys):
     err = capsys.readouterr().err  # not a terminal: plain lines, no control characters
     assert "series 1 [" in err and "repaired 1 slice(s) (" in err and " s)" in err
     assert "series: 1/1" in err and "\r" not in err and "\x1b" not in err
+
+
+def test_resume_with_other_settings_is_refused(tree, tmp_path, capsys):
+    src, out = f"{tree['root']}/oblique", tmp_path / "out"
+    assert run_cli(src, out, "--method", "linear", "-q") == 0
+    assert run_cli(src, out, "--method", "linear", "-q", "--resume") == 0
+    assert "already finished" not in capsys.readouterr().err  # -q: nothing printed
+    assert run_cli(src, out, "--method", "cubic", "-q", "--resume") == 2
+    assert "other settings" in capsys.readouterr().err
