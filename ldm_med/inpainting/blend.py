@@ -26,6 +26,12 @@ from torch import Tensor
 from ldm_med.inpainting.interpolate import METHODS, fill_missing
 from ldm_med.inpainting.refine import refine_planes, through_planes
 
+# The check hides acquired slices, so its gaps are wider than the real ones; a refiner's small edge
+# there did not carry over to the real gaps on a 24-channel astronomical cube (-1.0 dB against linear
+# at x4 with the least-squares blend), while real gains are far larger (phantoms and real MR: 15-35%
+# lower RMSE). Below this share of RMSE gain the plain interpolation is kept.
+MIN_GAIN = 0.03
+
 
 @dataclass
 class Check:
@@ -66,11 +72,14 @@ def _refined_hidden(net: torch.nn.Module, x_lin: Tensor, gaps: np.ndarray, held:
 
 
 def check(x: np.ndarray, missing: np.ndarray, refiners: Mapping[str, torch.nn.Module], stride: int = 4,
-          device: torch.device | str = "cpu", batch: int = 16, methods: tuple[str, ...] = METHODS) -> Check:
+          device: torch.device | str = "cpu", batch: int = 16, methods: tuple[str, ...] = METHODS,
+          min_gain: float = MIN_GAIN) -> Check:
     """Run the check on the normalised volume ``x (Z, H, W)`` (missing slices may hold anything).
 
     ``refiners`` maps a name to a refiner network; they run on every ``stride``-th through-plane plane
-    only. An empty ``Check`` when fewer than 3 slices are acquired.
+    only. The blend is kept only when it lowers the anchor's RMSE by at least ``min_gain`` (a share);
+    otherwise the anchor alone is the estimate. An empty ``Check`` when fewer than 3 slices are
+    acquired.
     """
     masks = holdout_masks(missing)
     if not masks:
@@ -92,6 +101,10 @@ def check(x: np.ndarray, missing: np.ndarray, refiners: Mapping[str, torch.nn.Mo
     rmse = {name: float((p - truth).square().mean().sqrt()) for name, p in flat.items()}
     anchor = min(methods, key=rmse.__getitem__)
     weights = simplex_least_squares({n: flat[n] for n in [*refiners, anchor]}, truth)
+    blended = sum(w * flat[n] for n, w in weights.items())
+    rmse["blend"] = float((blended - truth).square().mean().sqrt())
+    if rmse["blend"] > (1.0 - min_gain) * rmse[anchor]:  # the refiners do not clearly pay here
+        weights = {anchor: 1.0}
     return Check(rmse, anchor, {n: w for n, w in weights.items() if w > 0})
 
 

@@ -82,7 +82,7 @@ def test_two_refiners_blend_by_least_squares(pretrained, tuned, expected):
     x = sinusoids((25, 20, 20))
     missing = keep_every(25, 2)
     nets = {"pretrained": shifted_refiner(pretrained), "fine-tuned": shifted_refiner(tuned)}
-    result = blend.check(x, missing, nets, stride=2, methods=("linear",))
+    result = blend.check(x, missing, nets, stride=2, methods=("linear",), min_gain=0.0)
     w = result.weights.get("pretrained", 0.0) + result.weights.get("linear", 0.0) * 0.5
     assert w == pytest.approx(expected, abs=0.1)
 
@@ -106,3 +106,14 @@ def test_adapt_and_refine_returns_the_blend_the_check_chose():
     plain = adapt_and_refine(copy.deepcopy(net), x_c, keep_every(24, 12), (1.0, 1.0, 1.0),
                              AdaptOptions(steps=0))
     assert plain.check.rmse == {} and plain.check.weights == {}  # 2 acquired slices: nothing to hide
+
+
+def test_a_refiner_that_barely_helps_is_not_worth_the_risk():
+    x = sinusoids((25, 20, 20))
+    missing = keep_every(25, 2)
+    nets = {"pretrained": shifted_refiner(0.01)}  # a hair off linear: no clear gain on the check
+    kept = blend.check(x, missing, nets, stride=2, methods=("linear",), min_gain=0.0)
+    cautious = blend.check(x, missing, nets, stride=2, methods=("linear",))
+    assert "pretrained" in kept.weights
+    assert cautious.weights == {"linear": 1.0}
+    assert cautious.rmse["blend"] > (1 - blend.MIN_GAIN) * cautious.rmse["linear"]
