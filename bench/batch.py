@@ -4,10 +4,11 @@
 
 Writes a tree of ``--series`` CT series (phantoms from ``tests/io/dicom_synth.py``, every 4th slice
 missing plus one random slice) and runs ``ldm-med batch`` on it in fresh processes: one process with
-``--workers 1``, one with ``--workers 2``, and ``torchrun --nproc-per-node 2`` (gloo, CPU, one torch
-thread per rank). Series/min counts the whole process (start-up, scan, model loading included); the
-I/O share is (read + write seconds) / model seconds from the run's report. With ``--write-docs`` the
-``## Batch`` section of docs/benchmarks.md is replaced (appended if absent).
+``--workers 1`` (default torch threads, and one thread: what each rank gets), one with
+``--workers 2``, and ``torchrun --nproc-per-node 2`` (gloo, CPU, one torch thread per rank).
+Series/min counts the whole process (start-up, scan, model loading included); the I/O share is
+(read + write seconds) / model seconds from the run's report. With ``--write-docs`` the ``## Batch``
+section of docs/benchmarks.md is replaced (appended if absent).
 """
 from __future__ import annotations
 
@@ -63,13 +64,13 @@ def run(label: str, cmd: list[str], env: dict, out: Path) -> dict:
 
 
 def table(rows: list[dict], args, command: str) -> str:
-    one = rows[0]["per_min"]
+    one = next((r["per_min"] for r in rows if r["label"].endswith("1 thread")), rows[0]["per_min"])
     lines = ["## Batch", "",
              f"`ldm-med batch` on {args.series} generated CT series of {args.shape} voxels (every 4th "
              f"slice and one random slice missing), `--refine {args.refine}`, CPU "
              f"({os.cpu_count()} cores, {platform.processor() or platform.machine()}), "
              f"{time.strftime('%Y-%m-%d')}. Command: `{command}`.", "",
-             "| run | wall s | series/min | vs 1 process | model s | read s | write s | "
+             "| run | wall s | series/min | vs 1 process, 1 thread | model s | read s | write s | "
              "I/O / model |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['label']} | {r['wall']:.1f} | {r['per_min']:.1f} | "
@@ -99,7 +100,8 @@ def main() -> None:
     ap.add_argument("--shape", default="64,64,24")
     ap.add_argument("--refine", default="pretrained", choices=("adapt", "pretrained", "off"))
     ap.add_argument("--adapt-steps", type=int, default=300)
-    ap.add_argument("--runs", default="w1,w2,torchrun2", help="which of w1, w2, torchrun2 to run")
+    ap.add_argument("--runs", default="w1,w1t1,w2,torchrun2",
+                    help="which of w1, w1t1 (one torch thread), w2, torchrun2 to run")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
@@ -116,6 +118,10 @@ def main() -> None:
         if "w1" in runs:
             rows.append(run("1 process, --workers 1", py + [str(src), str(work / "w1"), *flags],
                             env, work / "w1"))
+        if "w1t1" in runs:
+            rows.append(run("1 process, --workers 1, 1 thread",
+                            py + [str(src), str(work / "w1t1"), *flags],
+                            dict(env, OMP_NUM_THREADS="1"), work / "w1t1"))
         if "w2" in runs:
             rows.append(run("1 process, --workers 2",
                             py + [str(src), str(work / "w2"), *flags, "--workers", "2"], env,
