@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+WORLD_AXES = ("S", "P", "L")  # napari's world axes for every scan the plugin opens
 LAYER_KEY = "ldm_med"  # metadata["ldm_med"]: the plugin's own record (geometry, series, slice axis)
 _REVERSE = np.eye(3)[::-1]  # (a, b, c) <-> (c, b, a)
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -58,7 +59,7 @@ def layer_from_volume(volume: Any, name: str, extra: dict | None = None) -> tupl
                     "world_axes": "S, P, L (DICOM patient axes reversed)", **(extra or {})},
     })
     kwargs = {"name": name, "metadata": metadata, "contrast_limits": display_window(volume),
-              "colormap": "gray", **layer_geometry(volume.affine)}
+              "colormap": "gray", "axis_labels": WORLD_AXES, **layer_geometry(volume.affine)}
     return data, kwargs, "image"
 
 
@@ -76,12 +77,14 @@ def display_window(volume: Any) -> tuple[float, float]:
 
 
 def transform_kwargs(layer: Any, leading: int = 0) -> dict[str, Any]:
-    """The source layer's ``scale``, ``translate``, ``rotate``, ``shear``, ``affine`` and ``units``,
-    for a new layer; ``leading`` extra axes in front (a samples axis) get an identity transform."""
+    """The source layer's ``scale``, ``translate``, ``rotate``, ``shear``, ``affine``, ``units`` and
+    ``axis_labels``, for a new layer; ``leading`` extra axes in front (a samples axis) get an
+    identity transform and the label ``sample``."""
     if leading == 0:
         return {"scale": np.array(layer.scale), "translate": np.array(layer.translate),
                 "rotate": np.array(layer.rotate), "shear": np.array(layer.shear),
-                "affine": np.array(layer.affine.affine_matrix), "units": tuple(layer.units)}
+                "affine": np.array(layer.affine.affine_matrix), "units": tuple(layer.units),
+                "axis_labels": tuple(layer.axis_labels)}
     n = layer.ndim + leading
     rotate, affine = np.eye(n), np.eye(n + 1)
     rotate[leading:, leading:] = layer.rotate
@@ -91,7 +94,8 @@ def transform_kwargs(layer: Any, leading: int = 0) -> dict[str, Any]:
     return {"scale": np.r_[np.ones(leading), layer.scale],
             "translate": np.r_[np.zeros(leading), layer.translate],
             "rotate": rotate, "shear": shear, "affine": affine,
-            "units": ("pixel",) * leading + tuple(layer.units)}
+            "units": ("pixel",) * leading + tuple(layer.units),
+            "axis_labels": ("sample",) * leading + tuple(layer.axis_labels)}
 
 
 def _shear_matrix(shear: np.ndarray, ndim: int) -> np.ndarray:

@@ -27,6 +27,10 @@ def reconstruct_ct_sample(viewer: Any) -> Any:
     widget.steps.value = 1
     widget.device.value = "cpu"
     widget.run(sync=True)
+    # show the uncertainty (off by default) over the reconstruction: bright where slices were made
+    viewer.layers[f"{source.name} uncertainty"].visible = True
+    viewer.layers[f"{source.name} synthesised"].visible = False
+    viewer.layers.selection.active = viewer.layers[f"{source.name} reconstructed"]
     # coronal view (slices run top to bottom, superior up), through the middle of the body
     ndim = viewer.dims.ndim
     s_axis, p_axis = ndim - 3, ndim - 2

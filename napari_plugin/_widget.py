@@ -58,7 +58,12 @@ class ReconstructWidget(Container):
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=defaults.seed)
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(label="")
+        self.status = Label(label="status")
+        from qtpy.QtWidgets import QSizePolicy
+
+        for label in (self.missing_info, self.device_info, self.status):
+            label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+            label.native.setWordWrap(label is not self.status)
         self.extend([self.image, self.missing_mode, self.labels_layer, self.spec, self.axis,
                      self.missing_info, self.model, self.checkpoint, self.refine, self.samples,
                      self.show_advanced, self.advanced, self.device, self.device_info, self.seed,
@@ -129,7 +134,7 @@ class ReconstructWidget(Container):
             self._update_device_info()
             return
         n = int(self._mask.sum())
-        self._info(self.missing_info, f"{n} missing along axis {self.axis.value}: "
+        self._info(self.missing_info, f"{n} slice{'s' if n > 1 else ''} to fill: "
                    f"{format_slices(np.flatnonzero(self._mask))}" if n else "no missing slices",
                    warn=n == 0)
         if mode != FROM_LABELS:
@@ -182,7 +187,7 @@ class ReconstructWidget(Container):
         if on_gpu:
             self._info(self.device_info, f"GPU; {eta}" if eta else "GPU")
         else:
-            self._info(self.device_info, "⚠ running on the CPU: no GPU in use, this is slow"
+            self._info(self.device_info, "⚠ running on the CPU (no GPU in use): slower"
                        + (f"; {eta} on 2 cores" if eta else ""), warn=True)
 
     def options(self) -> Any:
@@ -201,7 +206,6 @@ class ReconstructWidget(Container):
     def _info(label: Label, text: str, warn: bool = False) -> None:
         label.value = text
         label.native.setStyleSheet("color: #ff9c38; font-weight: bold;" if warn else "")
-        label.native.setWordWrap(True)
 
     # -- running ------------------------------------------------------------------------------
     def run(self, sync: bool = False) -> None:

@@ -104,3 +104,17 @@ def test_refuses_what_it_does_not_read(tmp_path, make, samples):
 def test_probe_never_raises():
     for odd in (None, 3, "", "\0bad", ["\0"], [], object()):
         assert get_reader(odd) is None
+
+
+@pytest.mark.viewer
+@pytest.mark.parametrize("name", ["ct_gap_dicom", "mr_phantom.nii.gz"])
+def test_viewer_open_picks_this_reader(make_napari_viewer, samples, name):
+    """File > Open offers this reader for a folder and for a NIfTI file (napari's builtins claim
+    every path too, so napari asks which to use, or takes ``plugin=``)."""
+    from napari.plugins import _npe2
+
+    viewer = make_napari_viewer()
+    assert "ldm-med" in _npe2.get_readers(str(samples / name))
+    (layer,) = viewer.open(str(samples / name), plugin="ldm-med")
+    assert layer.metadata["ldm_med"]["source"].endswith(name)
+    assert layer.data.ndim == 3 and layer.axis_labels == ("S", "P", "L")
