@@ -211,12 +211,18 @@ def _write(info, data, synthesised, der, folder, anonymize) -> list[Path]:
     # One FrameOfReference for the series: the one most source slices name (first on a tie).
     fors = [str(cache.get(r.path)[0].get("FrameOfReferenceUID", "")) for r in slots if r]
     frame_of_reference = max(dict.fromkeys(fors), key=fors.count)
-    paths = []
-    for k in range(len(slots)):
+    paths = {}
+    # Synthesised slices first (copies of their templates); then each acquired slice's own source
+    # dataset is changed in place, as nothing reads it afterwards (saves a deep copy per slice).
+    order = [k for k in range(len(slots)) if synthesised[k]] + \
+        [k for k in range(len(slots)) if not synthesised[k]]
+    for k in order:
         t = _nearest(slots, k, synthesised)
         ref = slots[t]
         src, arr = cache.get(ref.path)
-        ds = copy.deepcopy(src)
+        sources = Sequence([_source_item(cache.get(slots[j].path)[0], slots[j])
+                            for j in _sources(slots, k, synthesised)])  # before any change
+        ds = copy.deepcopy(src) if synthesised[k] or ref.frame is not None else src
         if ref.frame is not None and arr.ndim == 3:
             arr = arr[ref.frame]
         _mark_derived(ds, der)
@@ -236,17 +242,15 @@ def _write(info, data, synthesised, der, folder, anonymize) -> list[Path]:
         ds.InstanceNumber = k + 1
         if "NumberOfFrames" in ds:
             del ds.NumberOfFrames
-        ds.SourceImageSequence = Sequence(
-            [_source_item(cache.get(slots[j].path)[0], slots[j])
-             for j in _sources(slots, k, synthesised)])
+        ds.SourceImageSequence = sources
         _set_pixels(ds, stored)
         if anonymize is not None:
             anonymize(ds)
             ds.SeriesDescription = der.series_description[:64]
         path = folder / f"{k + 1:05d}.dcm"
         _save(ds, path)
-        paths.append(path)
-    return paths
+        paths[k] = path
+    return [paths[k] for k in sorted(paths)]
 
 
 def _derived_frame_type(group: Dataset) -> None:
