@@ -72,13 +72,15 @@ class Job:
 
 def estimate_seconds(shape: tuple[int, ...], options: Any, on_gpu: bool) -> float:
     """Rough wall time of a reconstruction, from this project's 2-core CPU measurements
-    (``docs/benchmarks.md``: 256x256x128 at x4 in 54 s, 300 adaptation steps about 15 s)."""
+    (``docs/benchmarks.md``: 256x256x128 at x4 in 54 s, 300 adaptation steps about 15 s; the CT
+    sample with 2 samples of 1 step in 6-10 s). GPU: a guess (a twentieth, plus start-up)."""
     voxels = float(np.prod(shape))
     seconds = 3.0 + 5e-6 * voxels  # start-up and model loading; refiner passes and hold-out check
     if options.method == "ldm" and options.refine == "adapt":
         seconds += 0.05 * options.adapt_steps
     if options.method == "ldm" and (options.samples > 1 or options.refine == "off"):
-        seconds += 4e-6 * voxels * options.samples * options.steps
+        # sampling, and as much again to calibrate the spread on hidden acquired slices
+        seconds += 1.5 + 8e-6 * voxels * options.samples * options.steps
     return seconds / 20.0 + 2.0 if on_gpu else seconds
 
 

@@ -1,17 +1,19 @@
 """Volumes <-> napari layers: the geometry convention of the plugin, in one place (numpy only).
 
-A ``Volume`` stores voxels ``(i, j, k)`` and a voxel -> RAS affine. A layer stores the transposed view
-``(k, j, i)``, and napari's world axes are DICOM's patient axes reversed, ``(S, P, L)`` (the convention
-of ITK's napari bridge). For an axial scan this puts the slice axis on napari's slider and shows each
-slice the radiological way (anterior at the top, the patient's right on the left), with a diagonal
-transform: ``scale`` is the voxel spacing, ``translate`` the origin, and ``affine`` holds only the
-direction cosines (the identity for an axial scan, so napari slices without resampling).
+A ``Volume`` stores voxels ``(i, j, k)`` and a voxel -> RAS affine. napari's world axes are DICOM's
+patient axes reversed, ``(S, P, L)`` (the convention of ITK's napari bridge), and a layer holds a
+transposed view of the voxels whose axes follow the world axes as closely as the scan allows
+(``axis_order``): ``(k, j, i)`` for an axial scan, so the slider runs over the slices and each slice
+shows the radiological way (anterior at the top, the patient's right on the left). The transform is
+then as diagonal as the scan allows: ``scale`` is the voxel spacing, ``translate`` the origin, and
+``affine`` holds only the direction cosines (a signed identity for scans aligned with the patient
+axes, so napari slices them without resampling; oblique scans show napari's non-orthogonal warning).
 
-    world(S, P, L) = affine @ (translate + scale * (k, j, i))
+    world(S, P, L) = affine @ (translate + scale * layer_index)
 
 Layer metadata keeps what the reconstruction needs: ``modality``, ``acquired`` / ``missing`` over the
-layer's ``slice_axis``, and the original RAS affine (``affine_ras``) so a result can be written back as
-NIfTI in the scan's own geometry.
+layer's ``slice_axis``, and the original RAS affine (``affine_ras``) and ``axis_order`` so a result
+can be written back in the scan's own voxel order.
 """
 from __future__ import annotations
 
@@ -21,20 +23,36 @@ import numpy as np
 
 WORLD_AXES = ("S", "P", "L")  # napari's world axes for every scan the plugin opens
 LAYER_KEY = "ldm_med"  # metadata["ldm_med"]: the plugin's own record (geometry, series, slice axis)
-_REVERSE = np.eye(3)[::-1]  # (a, b, c) <-> (c, b, a)
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+_WORLD = np.eye(3)[::-1] @ np.diag([-1.0, -1.0, 1.0])  # RAS (x, y, z) -> world (S, P, L)
 # metadata values that napari's layer metadata should not carry (big or opaque objects)
 _DROP = {"dicom_reference", "sop_instance_uids", "source_frames"}
 
 
-def layer_geometry(affine_ras: np.ndarray) -> dict[str, np.ndarray]:
-    """napari ``scale``, ``translate``, ``affine`` for the transposed view of a volume.
+def axis_order(affine_ras: np.ndarray) -> tuple[int, int, int]:
+    """The voxel axis that runs closest to each world axis ``(S, P, L)``: ``(2, 1, 0)`` for an axial
+    scan. The layer's data is ``np.transpose(volume.data, axis_order)``."""
+    m = np.abs(_WORLD @ np.asarray(affine_ras, float)[:3, :3])  # voxel (i, j, k) -> world (S, P, L)
+    m = m / np.linalg.norm(m, axis=0)
+    order = [-1, -1, -1]
+    for flat in np.argsort(-m, axis=None):  # greedy: the most aligned pairs first
+        world, voxel = divmod(int(flat), 3)
+        if order[world] < 0 and voxel not in order:
+            order[world] = voxel
+    return tuple(order)  # type: ignore[return-value]
+
+
+def layer_geometry(affine_ras: np.ndarray, order: tuple[int, int, int] | None = None
+                   ) -> dict[str, np.ndarray]:
+    """napari ``scale``, ``translate``, ``affine`` for ``np.transpose(volume.data, order)``.
 
     Args:
         affine_ras: ``(4, 4)`` voxel ``(i, j, k)`` -> RAS mm.
+        order: the layer's voxel axes (default ``axis_order(affine_ras)``).
     """
-    m = _REVERSE @ _RAS_TO_LPS @ np.asarray(affine_ras, float)[:3, :3] @ _REVERSE  # (k,j,i) -> (S,P,L)
-    origin = _REVERSE @ _RAS_TO_LPS @ np.asarray(affine_ras, float)[:3, 3]
+    affine_ras = np.asarray(affine_ras, float)
+    order = axis_order(affine_ras) if order is None else order
+    m = _WORLD @ affine_ras[:3, :3][:, list(order)]  # layer index -> (S, P, L)
+    origin = _WORLD @ affine_ras[:3, 3]
     scale = np.linalg.norm(m, axis=0)
     direction = m / scale  # orthonormal columns for any scanner geometry without shear
     direction[np.abs(direction) < 1e-9] = 0.0  # DICOM cosines printed to 6 digits: keep it diagonal
@@ -46,20 +64,22 @@ def layer_geometry(affine_ras: np.ndarray) -> dict[str, np.ndarray]:
 def layer_from_volume(volume: Any, name: str, extra: dict | None = None) -> tuple:
     """A napari ``LayerDataTuple`` (data, kwargs, "image") showing ``volume`` (a ``ldm_med.Volume``).
 
-    ``data`` is a view of ``volume.data`` (no copy); the slice axis becomes ``2 - volume.slice_axis``.
+    ``data`` is a transposed view of ``volume.data`` (no copy), in ``axis_order``.
     """
-    data = np.transpose(volume.data)
-    slice_axis = 2 - volume.slice_axis
+    order = axis_order(volume.affine)
+    data = np.transpose(volume.data, order)
+    slice_axis = order.index(volume.slice_axis)
     metadata = {k: v for k, v in volume.metadata.items() if k not in _DROP}
     metadata.update({
         "acquired": volume.acquired.copy(),
         "missing": volume.missing.tolist(),
         "slice_axis": slice_axis,
-        LAYER_KEY: {"affine_ras": volume.affine.copy(), "layer_order": "transposed (k, j, i)",
+        LAYER_KEY: {"affine_ras": volume.affine.copy(), "axis_order": order,
                     "world_axes": "S, P, L (DICOM patient axes reversed)", **(extra or {})},
     })
     kwargs = {"name": name, "metadata": metadata, "contrast_limits": display_window(volume),
-              "colormap": "gray", "axis_labels": WORLD_AXES, **layer_geometry(volume.affine)}
+              "colormap": "gray", "axis_labels": WORLD_AXES,
+              **layer_geometry(volume.affine, order)}
     return data, kwargs, "image"
 
 

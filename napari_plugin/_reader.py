@@ -59,7 +59,7 @@ def volume_layer(path: Path, name: str | None = None, volume=None) -> tuple:
                 f"Others: series {format_slices(others)} (ldm_med.load_volume(path, series=N); "
                 f"`ldm-med info {path}` lists them)")
     if volume.missing.size:
-        extra["note"] = f"slices {format_slices(volume.missing)} missing along axis {2 - volume.slice_axis}"
+        extra["note"] = f"slices {format_slices(volume.missing)} missing"
     return layer_from_volume(volume, name or _stem(path), extra)
 
 

@@ -53,9 +53,12 @@ def test_manifest_contributions():
 
 @pytest.mark.viewer
 def test_widget_in_layers_filter_menu(make_napari_viewer):
-    make_napari_viewer()  # registers the plugins' menu items
+    viewer = make_napari_viewer()  # registers the plugins' menu items
     from napari._app_model import get_app_model
 
-    items = get_app_model().menus.get_menu("napari/layers/filter")
-    commands = [getattr(item, "command", None) for item in items]
-    assert any(c is not None and c.id == "ldm-med.reconstruct_widget" for c in commands)
+    app = get_app_model()
+    items = app.menus.get_menu("napari/layers/filter")
+    ids = [item.command.id for item in items if getattr(item, "command", None) is not None]
+    assert "ldm-med.reconstruct_widget" in ids
+    app.commands.execute_command("ldm-med.reconstruct_widget").result()  # what the menu item does
+    assert "Reconstruct missing slices" in "".join(viewer.window.dock_widgets)

@@ -24,7 +24,7 @@ def test_dicom_folder(samples):
 
     data, kwargs = _image(samples / "ct_gap_dicom")
     volume = ldm_med.load_volume(samples / "ct_gap_dicom")
-    assert data.shape == (20, 96, 96)  # slices first: the slider runs over the slices
+    assert data.shape == (20, 96, 96)  # axial: slices first, the slider runs over them
     np.testing.assert_array_equal(data, np.transpose(volume.data))
     np.testing.assert_allclose(kwargs["scale"], [2.5, 1.25, 1.25])
     md = kwargs["metadata"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-EXPECTED = {  # key: (layer name, shape (slices first), missing slices)
+EXPECTED = {  # key: (layer name, shape (axial: slices first), missing slices)
     "ct_phantom": ("CT phantom", (20, 96, 96), [8, 15, 16]),
     "mr_phantom": ("MR phantom", (40, 128, 128), [9, 18, 19, 29]),
     "molecule": ("molecular density map", (64, 64, 64), []),
