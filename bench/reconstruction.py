@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,15 @@ from ldm_med.pipelines.evaluate import evaluate_volume, per_volume_table, summar
 EVAL_SEED = 700000
 
 
+KINDS = {"ct_phantom": "CT phantoms (unseen seeds)", "mr_phantom": "MR phantoms (unseen seeds)",
+         "molecule": "molecular density maps (unseen seeds)",
+         "astro": "astronomical cubes (unseen seeds)", "": "real volumes (evaluation split)"}
+
+
 def eval_volumes(quick: bool):
+    """Every kind the tool claims, from generator seeds never trained on, at several scales and
+    smoothness levels (molecular resolution, astronomical cube depth), and the real evaluation split."""
+    from ldm_med.data import astro_field, molecular_density
     from ldm_med.data.phantoms import ct_body, mr_head
     from ldm_med.data.real import real_volumes
 
@@ -41,8 +50,16 @@ def eval_volumes(quick: bool):
     seeds = [EVAL_SEED + i for i in range(n)]
     vols = [(f"ct_phantom_{s}", ct_body(shape=(128, 128, 48), seed=s)) for s in seeds]
     vols += [(f"mr_phantom_{s}", mr_head(shape=(128, 128, 48), seed=s)) for s in seeds]
+    for s, res in zip(seeds, (2.5, 4.0, 6.0)):  # sharp to smooth density maps (resolution in angstrom)
+        vols.append((f"molecule_{s}_{res}A", molecular_density((64, 64, 64), seed=s, resolution=res)))
+    for s, depth in zip(seeds, (32, 48, 24)):
+        vols.append((f"astro_{s}_{depth}ch", astro_field((96, 96, depth), seed=s)))
     vols += [(rv.name, rv.loader()) for rv in real_volumes("eval")]
     return vols
+
+
+def kind_of(volume_name: str) -> str:
+    return next(title for prefix, title in KINDS.items() if volume_name.startswith(prefix))
 
 
 @torch.inference_mode()
@@ -104,8 +121,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one phantom of each kind")
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--steps", type=int, default=ReconstructOptions().steps)
-    parser.add_argument("--patterns", default="x2,x4,drop25,block3")
-    parser.add_argument("--methods", default="linear,cubic,ldm,ldm:pretrained,ldm:off",
+    parser.add_argument("--patterns", default="x2,x3,x4,x6,drop25,block3")
+    parser.add_argument("--methods", default="linear,cubic,bspline,lanczos,ldm,ldm:pretrained,ldm:off",
                         help="ldm:pretrained / ldm:off are ablations: refiner not fine-tuned / "
                              "diffusion alone")
     parser.add_argument("--no-large", action="store_true", help="skip the 512x512x256 memory run")
@@ -130,11 +147,24 @@ def main() -> None:
         write_report(Path(args.out), rows, ceilings, speed, args)
 
 
+BEGIN, END = "<!-- bench/reconstruction.py: begin -->", "<!-- bench/reconstruction.py: end -->"
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace this script's section of ``path`` (between its markers), keeping the others."""
+    doc = path.read_text() if path.exists() else ""
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in doc:
+        doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, doc, flags=re.S)
+    else:
+        doc = block + "\n\n" + doc
+    path.write_text(doc)
+
+
 def write_report(out: Path, rows, ceilings, speed, args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "benchmarks.csv")
-    groups = {"phantoms (unseen seeds)": [r for r in rows if "phantom" in r.volume],
-              "real volumes (evaluation split)": [r for r in rows if "phantom" not in r.volume]}
+    groups = {title: [r for r in rows if kind_of(r.volume) == title] for title in KINDS.values()}
     with open("/proc/cpuinfo") as info:
         cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?")
     lines = ["# Reconstruction benchmark", "",
@@ -144,11 +174,12 @@ def write_report(out: Path, rows, ceilings, speed, args) -> None:
              f"Models: the shipped defaults (`ldm_med/models/`). `ldm` is the default pipeline: the shipped "
              f"refiner for the volume (the CT one for the CT phantoms, the general one for the rest) "
              f"fine-tuned on each scan for {ReconstructOptions().adapt_steps} steps and blended with the "
-             f"pretrained one by the hold-out check (docs/method.md); `ldm:pretrained` skips "
-             f"the fine-tuning; `ldm:off` is the latent diffusion model alone (sampler "
-             f"{ReconstructOptions().sampler}, {args.steps} steps, {args.samples} sample(s)). Metrics on the "
-             "removed slices only; dPSNR is the mean over volumes of the method's PSNR minus the better of "
-             "linear and cubic on that volume.", ""]
+             f"pretrained one and the best plain interpolation by the check on hidden acquired slices "
+             f"(docs/method.md); `ldm:pretrained` skips the fine-tuning; `ldm:off` is the latent "
+             f"diffusion model alone (sampler {ReconstructOptions().sampler}, {args.steps} steps, "
+             f"{args.samples} sample(s)). Metrics on the removed slices only; dPSNR is the method's PSNR "
+             "minus the best of the plain interpolations (linear, cubic, bspline, lanczos) on that volume: "
+             "the mean over volumes, and the worst volume.", ""]
     for title, rs in groups.items():
         if rs:
             lines += [f"## {title}", "", summary_table(rs), ""]
@@ -163,7 +194,7 @@ def write_report(out: Path, rows, ceilings, speed, args) -> None:
         lines += [f"| {s['shape']} | {s['seconds']:.1f} | {s['peak_rss_gb']:.2f} |" if "error" not in s
                   else f"| {s['shape']} | failed: {s['error']} | |" for s in speed]
     lines += ["", "## Per volume", "", per_volume_table(rows), ""]
-    (out / "benchmarks.md").write_text("\n".join(lines))
+    write_section(out / "benchmarks.md", "\n".join(lines))
     print("\n".join(lines[:40]))
 
 

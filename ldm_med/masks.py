@@ -246,7 +246,9 @@ def _drop25(n: int, rng: np.random.Generator) -> np.ndarray:
 GAP_PATTERNS: dict[str, Callable[[int, np.random.Generator], np.ndarray]] = {
     # every 2nd / 4th slice acquired, starting with slice 0 (trailing slices may be missing)
     "x2": lambda n, rng: keep_every(n, 2),
+    "x3": lambda n, rng: keep_every(n, 3),
     "x4": lambda n, rng: keep_every(n, 4),
+    "x6": lambda n, rng: keep_every(n, 6),
     # 25% of the slices missing at random, never slice 0
     "drop25": _drop25,
     # runs of 3 missing slices covering about 25% of the volume, never slice 0
