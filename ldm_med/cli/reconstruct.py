@@ -61,7 +61,9 @@ def _model_options(p: argparse.ArgumentParser, samples: int = 1, steps: int | No
                    help="slice-gap refiner: fine-tune it on this scan's own in-plane data (adapt, default), "
                         "use it as shipped (pretrained), or leave the estimate to the diffusion model (off)")
     p.add_argument("--adapt-steps", type=int, default=ReconstructOptions.adapt_steps,
-                   help=f"fine-tuning steps of --refine adapt (default {ReconstructOptions.adapt_steps})")
+                   help=f"at most this many fine-tuning steps of --refine adapt (default "
+                        f"{ReconstructOptions.adapt_steps}); small jobs take fewer: one per 200 missing "
+                        "voxels, at least 100")
     p.add_argument("--refiner", help="refiner checkpoint (default: shipped with ldm-med, one for CT in "
                                      "Hounsfield units and a general one for everything else)")
     p.add_argument("--sampler", default=ReconstructOptions.sampler,

@@ -173,11 +173,11 @@ def refined(net, volume: Volume, x_c: np.ndarray, missing: np.ndarray, opts: Rec
     from ldm_med.inpainting.adapt import adapt_and_refine
     from ldm_med.inpainting.refine import AdaptOptions
 
-    steps = opts.adapt_steps if opts.refine == "adapt" else 0
+    steps = opts.adapt_budget(int(missing.sum()) * x_c.shape[1] * x_c.shape[2])
     out = adapt_and_refine(net, x_c, missing, volume.spacing_slices_first(),
                            AdaptOptions(steps=steps, seed=opts.seed), device, progress)
     check = out.check
-    choice = {"blend": {k: round(w, 4) for k, w in check.weights.items()}}
+    choice = {"adapt_steps_used": steps, "blend": {k: round(w, 4) for k, w in check.weights.items()}}
     if check.rmse:
         choice["anchor"] = check.anchor
         choice["check_rmse"] = {k: round(v, 5) for k, v in check.rmse.items()}
