@@ -110,7 +110,7 @@ def transform_kwargs(layer: Any, leading: int = 0) -> dict[str, Any]:
     rotate[leading:, leading:] = layer.rotate
     affine[leading:, leading:] = layer.affine.affine_matrix
     shear = np.eye(n)
-    shear[leading:, leading:] = _shear_matrix(np.asarray(layer.shear), layer.ndim)
+    shear[leading:, leading:] = shear_matrix(np.asarray(layer.shear), layer.ndim)
     return {"scale": np.r_[np.ones(leading), layer.scale],
             "translate": np.r_[np.zeros(leading), layer.translate],
             "rotate": rotate, "shear": shear, "affine": affine,
@@ -118,7 +118,7 @@ def transform_kwargs(layer: Any, leading: int = 0) -> dict[str, Any]:
             "axis_labels": ("sample",) * leading + tuple(layer.axis_labels)}
 
 
-def _shear_matrix(shear: np.ndarray, ndim: int) -> np.ndarray:
+def shear_matrix(shear: np.ndarray, ndim: int) -> np.ndarray:
     """napari stores shear as an upper-triangular matrix or its off-diagonal coefficients."""
     if shear.ndim == 2:
         return shear

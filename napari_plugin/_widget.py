@@ -16,7 +16,13 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
 
 from napari_plugin._job import Job, estimate_seconds, format_seconds
-from napari_plugin._layers import format_slices, slice_mask_labels, slices_in_labels, transform_kwargs
+from napari_plugin._layers import (
+    format_slices,
+    shear_matrix,
+    slice_mask_labels,
+    slices_in_labels,
+    transform_kwargs,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -30,7 +36,6 @@ class ReconstructWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         import ldm_med
-        from ldm_med.diffusion.samplers import SAMPLERS
 
         super().__init__(labels=True)
         self.viewer = viewer
@@ -49,7 +54,8 @@ class ReconstructWidget(Container):
         self.samples = SpinBox(label="samples", min=1, max=64, value=defaults.samples,
                                tooltip="latent-diffusion samples; 2 or more give uncertainty")
         self.show_advanced = CheckBox(text="advanced", value=False)
-        self.sampler = ComboBox(label="sampler", choices=sorted(SAMPLERS), value=defaults.sampler)
+        self.sampler = ComboBox(label="sampler", choices=list(ldm_med.SAMPLER_NAMES),
+                                value=defaults.sampler)
         self.steps = SpinBox(label="steps", min=1, max=1000, value=defaults.steps)
         self.adapt_steps = SpinBox(label="adapt steps", min=0, max=100000, value=defaults.adapt_steps)
         self.advanced = Container(widgets=[self.sampler, self.steps, self.adapt_steps], visible=False)
@@ -74,6 +80,7 @@ class ReconstructWidget(Container):
         self._job: Job | None = None
         self._worker = None
         self._pbar = None
+        self._stage: str | None = None  # the stage the progress bar shows
         self._connect()
         self._on_image()
 
@@ -158,16 +165,17 @@ class ReconstructWidget(Container):
 
     def _show_preview(self, layer: Any) -> None:
         data = slice_mask_labels(layer.data.shape, self.axis.value, self._mask)
-        name = f"{layer.name} missing"
-        if self._preview is not None and self._preview in self.viewer.layers:
-            self._preview.data = data
-            self._preview.name = name
-            self._preview.metadata["source_layer"] = layer.name
-            return
+        preview = self._preview
+        if preview is not None and preview in self.viewer.layers:
+            if preview.metadata.get("source_layer_id") == id(layer):
+                preview.data, preview.visible = data, True
+                return
+            self.viewer.layers.remove(preview)  # another image: its own geometry
         from napari.layers import Labels
 
         # kept before it is added: adding it re-enters here through the layer-list events
-        self._preview = Labels(data, name=name, opacity=0.4, metadata={"source_layer": layer.name},
+        self._preview = Labels(data, name=f"{layer.name} missing", opacity=0.4,
+                               metadata={"source_layer": layer.name, "source_layer_id": id(layer)},
                                **transform_kwargs(layer))
         self.viewer.add_layer(self._preview)
         self.viewer.layers.selection.active = layer
@@ -214,6 +222,7 @@ class ReconstructWidget(Container):
 
         if self._job is not None:
             return
+        self.update_missing()  # a Labels layer may have been painted since
         layer = self.image.value
         try:
             if layer is None:
@@ -282,8 +291,10 @@ class ReconstructWidget(Container):
         pbar = self._pbar
         if pbar is None:
             pbar = self._pbar = progress(total=total, desc=f"ldm-med: {stage}")
-        if pbar.desc != f"ldm-med: {stage}":
+            self._stage = stage
+        if stage != self._stage:  # tqdm adds ": " to a description, so compare the stage
             pbar.set_description(f"ldm-med: {stage}")
+            self._stage = stage
         if pbar.total != total:
             pbar.total = total
         pbar.update(done - pbar.n)
@@ -354,7 +365,10 @@ def volume_from_layer(layer: Any, axis: int, copy: bool = True) -> Any:
     acquired = md.get("acquired")
     if acquired is None or md.get("slice_axis") != axis or len(acquired) != data.shape[axis]:
         acquired = None
-    affine = np.diag([*np.abs(np.asarray(layer.scale, float)), 1.0])
+    # voxel size: column norms of the layer's whole linear data -> world map
+    linear = (np.asarray(layer.affine.affine_matrix)[:3, :3] @ np.asarray(layer.rotate)
+              @ shear_matrix(np.asarray(layer.shear), 3) @ np.diag(np.asarray(layer.scale, float)))
+    affine = np.diag([*np.linalg.norm(linear, axis=0), 1.0])
     metadata = {k: md[k] for k in ("modality", "rescale") if k in md}
     metadata["source"] = layer.name
     return ldm_med.Volume(data, affine, slice_axis=axis, acquired=acquired, metadata=metadata)

@@ -45,13 +45,33 @@ def test_missing_slices_shown_before_running(ct_widget):
     assert np.flatnonzero(ct_widget._mask).tolist() == [2, 5]
     assert len([layer for layer in viewer.layers if layer.name.endswith(" missing")]) == 1
     assert ct_widget.device_info.value.startswith("⚠ running on the CPU")
+    # another image: the preview follows it, in its geometry
+    from napari_plugin._sample_data import mr_phantom
+
+    data, kwargs, _ = mr_phantom()[0]
+    mr = viewer.add_image(data, **kwargs)
+    ct_widget.missing_mode.value = "auto-detect"
+    ct_widget.image.value = mr
+    (preview,) = [layer for layer in viewer.layers if layer.name.endswith(" missing")]
+    assert preview.name == "MR phantom missing" and preview.data.shape == mr.data.shape
+    np.testing.assert_array_equal(preview.scale, mr.scale)
+    assert np.flatnonzero(preview.data.any(axis=(1, 2))).tolist() == [9, 18, 19, 29]
 
 
 def test_run_adds_layers_with_the_source_geometry(qtbot, ct_widget):
     viewer, source = ct_widget.viewer, ct_widget.image.value
     before = _checksum(source.data)
+    bars, on_progress = [], ct_widget._on_progress
+
+    def spy(event):  # what napari's activity panel shows at each step
+        on_progress(event)
+        bars.append(ct_widget._pbar.desc.rstrip(": "))
+
+    ct_widget._on_progress = spy
     _run(qtbot, ct_widget)
     assert ct_widget.status.value.startswith("done"), ct_widget.status.value
+    assert {"ldm-med: refine", "ldm-med: sample", "ldm-med: decode"} <= set(bars), set(bars)
+    assert ct_widget._pbar is None  # closed at the end
     layers = _new_layers(viewer, source)
     assert set(layers) == {"missing", "reconstructed", "uncertainty", "synthesised", "samples"}
     for name in ("reconstructed", "uncertainty", "synthesised", "missing"):
