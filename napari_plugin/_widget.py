@@ -10,6 +10,7 @@ the source layer's transform and metadata; the source layer is never written to.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -77,6 +78,7 @@ class ReconstructWidget(Container):
                                labels=False), self.status])
         self._mask: np.ndarray | None = None
         self._preview = None  # the Labels layer showing the missing slices
+        self._preview_source = None  # the image layer it shows them for
         self._job: Job | None = None
         self._worker = None
         self._pbar = None
@@ -91,7 +93,8 @@ class ReconstructWidget(Container):
         self.image.changed.connect(self._on_image)
         for w in (self.missing_mode, self.labels_layer, self.spec, self.axis):
             w.changed.connect(self.update_missing)
-        for w in (self.refine, self.samples, self.steps, self.adapt_steps, self.device):
+        for w in (self.refine, self.samples, self.steps, self.adapt_steps, self.device, self.model,
+                  self.checkpoint):
             w.changed.connect(self._update_device_info)
         self.model.changed.connect(lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT))
         self.show_advanced.changed.connect(lambda v: setattr(self.advanced, "visible", v))
@@ -167,7 +170,7 @@ class ReconstructWidget(Container):
         data = slice_mask_labels(layer.data.shape, self.axis.value, self._mask)
         preview = self._preview
         if preview is not None and preview in self.viewer.layers:
-            if preview.metadata.get("source_layer_id") == id(layer):
+            if self._preview_source is layer:
                 preview.data, preview.visible = data, True
                 return
             self.viewer.layers.remove(preview)  # another image: its own geometry
@@ -175,8 +178,8 @@ class ReconstructWidget(Container):
 
         # kept before it is added: adding it re-enters here through the layer-list events
         self._preview = Labels(data, name=f"{layer.name} missing", opacity=0.4,
-                               metadata={"source_layer": layer.name, "source_layer_id": id(layer)},
-                               **transform_kwargs(layer))
+                               metadata={"source_layer": layer.name}, **transform_kwargs(layer))
+        self._preview_source = layer
         self.viewer.add_layer(self._preview)
         self.viewer.layers.selection.active = layer
 
@@ -204,7 +207,9 @@ class ReconstructWidget(Container):
 
         checkpoint = None
         if self.model.value == CHECKPOINT:
-            checkpoint = str(self.checkpoint.value)
+            checkpoint = str(self.checkpoint.value or "")
+            if not checkpoint or not Path(checkpoint).is_file():
+                raise ldm_med.InputError("pick a checkpoint file (.safetensors) or the bundled model")
         return ldm_med.ReconstructOptions(
             refine=self.refine.value, adapt_steps=self.adapt_steps.value, sampler=self.sampler.value,
             steps=self.steps.value, samples=self.samples.value, seed=self.seed.value,

@@ -124,11 +124,13 @@ def test_error_in_the_worker_becomes_a_notification(qtbot, ct_widget, tmp_path):
 
     bad = tmp_path / "not_a_model.safetensors"
     bad.write_bytes(b"garbage")
-    ct_widget.model.value = "checkpoint file"
-    ct_widget.checkpoint.value = bad
     seen = []
     notification_manager.notification_ready.connect(seen.append)
     try:
+        ct_widget.model.value = "checkpoint file"  # and no file picked: refused before starting
+        ct_widget.run_button.native.click()
+        assert ct_widget._job is None and "pick a checkpoint" in str(seen[-1].message)
+        ct_widget.checkpoint.value = bad  # a file that is no checkpoint: fails in the worker
         _run(qtbot, ct_widget)
     finally:
         notification_manager.notification_ready.disconnect(seen.append)
