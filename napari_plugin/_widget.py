@@ -253,7 +253,7 @@ class ReconstructWidget(Container):
         # shows them as notifications
         self._worker = create_worker(self._job.events, _start_thread=False, _connect={
             "yielded": self._on_progress, "returned": self._on_done, "errored": self._on_error,
-            "finished": lambda: self._set_running(False)})
+            "aborted": self._on_aborted, "finished": lambda: self._set_running(False)})
         self._worker.start()
 
     def _run_here(self, job: Job) -> None:
@@ -273,6 +273,13 @@ class ReconstructWidget(Container):
         if self._job is not None:
             self._job.cancel.set()
             self.status.value = "cancelling..."
+
+    def _on_aborted(self) -> None:
+        """The worker was quit (napari's task status, or napari closing): stop the computation too,
+        at its next step."""
+        if self._job is not None:
+            self._job.cancel.set()
+        self.status.value = "cancelled"
 
     def _set_running(self, running: bool) -> None:
         self.run_button.enabled = not running

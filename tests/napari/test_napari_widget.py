@@ -113,6 +113,13 @@ def test_cancel_stops_the_run(qtbot, ct_widget):
     assert ct_widget.status.value == "cancelled"
     assert ct_widget.run_button.enabled and not ct_widget.cancel_button.enabled
     assert set(_new_layers(viewer, source)) == {"missing"}
+    # quitting the worker (napari's task status does) stops the computation as well
+    ct_widget.run_button.native.click()
+    qtbot.waitUntil(lambda: ct_widget._job.last is not None, timeout=RUN_TIMEOUT_MS)
+    job = ct_widget._job
+    ct_widget._worker.quit()
+    qtbot.waitUntil(lambda: ct_widget._job is None, timeout=10_000)
+    assert job.cancel.is_set() and ct_widget.status.value == "cancelled"
     # the viewer and the widget still work: a quick run goes through
     ct_widget.refine.value, ct_widget.samples.value = "pretrained", 1
     _run(qtbot, ct_widget)
