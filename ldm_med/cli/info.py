@@ -44,12 +44,11 @@ def _info(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from ldm_med.io import load_volume, save_nifti
-    from ldm_med.io.nifti import NIFTI_SUFFIXES, has_suffix
+    from ldm_med.io.nifti import require_nifti_path
     from ldm_med.masks import format_indices
 
     src, out = Path(args.input), Path(args.output)
-    if not has_suffix(out, NIFTI_SUFFIXES):
-        raise InputError(f"{out}: output must end in .nii or .nii.gz")
+    require_nifti_path(out)
     if out.exists() and src.exists() and out.resolve() == src.resolve():
         raise InputError(f"{out}: output would overwrite the input")
     vol = load_volume(src, series=args.series, volume_index=args.volume_index)
