@@ -23,7 +23,14 @@ import torch
 
 from ldm_med.inpainting.blend import Check, check, holdout_masks
 from ldm_med.inpainting.interpolate import fill_missing
-from ldm_med.inpainting.refine import AdaptOptions, fit, inplane_planes, mixed_patterns, refine
+from ldm_med.inpainting.refine import (
+    AdaptOptions,
+    fit,
+    inplane_planes,
+    mixed_patterns,
+    plane_batches,
+    refine,
+)
 from ldm_med.progress import Progress, no_progress
 
 PRETRAINED, TUNED = "pretrained", "fine-tuned"
@@ -75,15 +82,25 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
 
 def _blend(weights: dict[str, float], nets: dict[str, torch.nn.Module], x_c: np.ndarray, missing: np.ndarray,
            opts: AdaptOptions, device: torch.device | str, report: Progress = no_progress) -> np.ndarray:
-    """``sum_i w_i * candidate_i(x_c)``: refiners by name, interpolations by method name."""
+    """``sum_i w_i * candidate_i(x_c)``: refiners by name, interpolations by method name. Progress
+    counts batches of planes, so a cancel waits for one batch at most."""
     out = np.zeros_like(x_c, dtype=np.float32)
-    for done, (name, w) in enumerate(weights.items()):
-        report("refine", done, len(weights))
+    per_net = plane_batches(x_c.shape, opts.apply_batch)
+    total = sum(per_net if name in nets else 1 for name in weights)
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        report("refine", done, total)
+
+    report("refine", 0, total)
+    for name, w in weights.items():
         if name in nets:
-            estimate = refine(nets[name], x_c, missing, device, opts.apply_batch)
+            estimate = refine(nets[name], x_c, missing, device, opts.apply_batch, on_batch=step)
         else:
             estimate = fill_missing(x_c, missing, axis=0, method=name)
+            step()
         out += np.float32(w) * estimate
-    report("refine", len(weights), len(weights))
     out[~missing] = x_c[~missing]
     return out

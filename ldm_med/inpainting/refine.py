@@ -151,18 +151,27 @@ def fit(net: torch.nn.Module, planes: list[Tensor], mask_fn: MaskFn, opts: Adapt
 
 @torch.inference_mode()
 def refine_planes(net: torch.nn.Module, planes: Tensor, missing: np.ndarray,
-                  device: torch.device | str = "cpu", batch: int = 16) -> Tensor:
-    """``net`` applied to a stack of through-plane planes ``(N, A, L)`` (CPU tensor in, CPU tensor out)."""
+                  device: torch.device | str = "cpu", batch: int = 16,
+                  on_batch: Callable[[], None] | None = None) -> Tensor:
+    """``net`` applied to a stack of through-plane planes ``(N, A, L)`` (CPU tensor in, CPU tensor out);
+    ``on_batch()`` after each batch of planes (progress, and a chance to cancel)."""
     m = torch.from_numpy(np.asarray(missing, dtype=bool)).float()[None, None, None, :].to(device)
     out = torch.empty(planes.shape, dtype=torch.float32)
     for s in range(0, planes.shape[0], batch):
         chunk = planes[s:s + batch, None].to(device)
         out[s:s + batch] = net(chunk, m.expand(chunk.shape[0], 1, 1, -1))[:, 0].float().cpu()
+        if on_batch:
+            on_batch()
     return out
 
 
+def plane_batches(shape: Sequence[int], batch: int = 16) -> int:
+    """How many ``on_batch`` calls ``refine`` makes on a ``(Z, H, W)`` volume."""
+    return sum(-(-n // batch) for n in shape[1:3])
+
+
 def refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, device: torch.device | str = "cpu",
-           batch: int = 16) -> np.ndarray:
+           batch: int = 16, on_batch: Callable[[], None] | None = None) -> np.ndarray:
     """Apply ``net`` to the through-plane planes of ``x_c (Z, H, W)``; mean of the two orientations.
 
     Acquired slices are returned unchanged.
@@ -171,7 +180,7 @@ def refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, device: t
     x = torch.from_numpy(np.ascontiguousarray(x_c, dtype=np.float32))
     out = torch.zeros_like(x)
     for view, target in zip(through_planes(x), through_planes(out)):
-        target += refine_planes(net, view, missing, device, batch) / 2
+        target += refine_planes(net, view, missing, device, batch, on_batch) / 2
     result = out.numpy()
     result[~missing] = x_c[~missing]
     return result

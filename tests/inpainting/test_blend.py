@@ -117,3 +117,25 @@ def test_a_refiner_that_barely_helps_is_not_worth_the_risk():
     assert "pretrained" in kept.weights
     assert cautious.weights == {"linear": 1.0}
     assert cautious.rmse["blend"] > (1 - 0.03) * cautious.rmse["linear"]
+
+
+def test_refine_progress_counts_plane_batches_and_can_cancel():
+    from ldm_med.errors import Cancelled
+
+    x = sinusoids((24, 32, 40))
+    missing = keep_every(24, 4)
+    x_c = fill_missing(x, missing, axis=0, method="linear")
+    seen = []
+    adapt_and_refine(SliceGapRefiner(4, 2), x_c, missing, (1.0, 1.0, 1.0),
+                     AdaptOptions(steps=0, apply_batch=8, blend=False),
+                     progress=lambda s, d, t: seen.append((s, d, t)))
+    refine_calls = [c for c in seen if c[0] == "refine"]
+    assert refine_calls[0] == ("refine", 0, 4 + 5) and refine_calls[-1] == ("refine", 9, 9)
+
+    def stop(stage, done, total):
+        if stage == "refine" and done == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        adapt_and_refine(SliceGapRefiner(4, 2), x_c, missing, (1.0, 1.0, 1.0),
+                         AdaptOptions(steps=0, apply_batch=8, blend=False), progress=stop)
