@@ -94,13 +94,10 @@ def reconstruct(volume: Volume, missing: np.ndarray, options: ReconstructOptions
     data = volume.slices_first()  # (Z, A, B) view, original units
     anchor = ANCHOR if opts.method == "ldm" else opts.method
     filled = fill_missing(data, missing, axis=0, method=anchor)  # acquired slices copied exactly
-    samples, info = None, {}
+    missing_samples, info = None, {}
     if opts.method == "ldm" and missing.any():
         estimate, missing_samples, info = model_estimate(volume, filled, missing, opts, progress)
         filled[missing] = estimate
-        if missing_samples is not None:
-            samples = np.repeat(filled[None], len(missing_samples), axis=0)
-            samples[:, missing] = missing_samples
     filled[~missing] = data[~missing]  # bit-exact paste, whatever happened above
     out = volume.with_data(np.moveaxis(filled, 0, volume.slice_axis), acquired=np.ones_like(missing))
     out.metadata["synthesised_slices"] = np.flatnonzero(missing).tolist()
@@ -108,11 +105,12 @@ def reconstruct(volume: Volume, missing: np.ndarray, options: ReconstructOptions
                                       "adapt_steps": opts.adapt_steps, "sampler": opts.sampler,
                                       "steps": opts.steps, "samples": opts.samples, "seed": opts.seed,
                                       **info}
-    uncertainty = None
-    if samples is not None:
-        samples[:, ~missing] = data[~missing]
+    uncertainty = samples = None
+    if missing_samples is not None:  # every sample: the result with its own missing slices
+        samples = np.repeat(filled[None], len(missing_samples), axis=0)
+        samples[:, missing] = missing_samples
         uncertainty = np.zeros_like(filled)
-        uncertainty[missing] = samples[:, missing].std(axis=0)
+        uncertainty[missing] = missing_samples.std(axis=0)
         uncertainty = np.moveaxis(uncertainty, 0, volume.slice_axis)
         samples = np.moveaxis(samples, 1, volume.slice_axis + 1)
     return Reconstruction(out, uncertainty, missing, time.perf_counter() - start, samples)

@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from volumes import smooth_volume
 
 from ldm_med.inpainting import blend
 from ldm_med.inpainting.adapt import adapt_and_refine
@@ -18,10 +19,7 @@ from ldm_med.nets.refiner import SliceGapRefiner
 
 def sinusoids(shape=(40, 24, 24), seed=0) -> np.ndarray:
     """Slices-first volume, smooth along every axis (a spline beats linear interpolation here)."""
-    z, y, x = np.meshgrid(*(np.linspace(0, 1, n) for n in shape), indexing="ij")
-    rng = np.random.default_rng(seed)
-    f = sum(np.sin(2 * np.pi * (a * x + b * y + c * z) + p) for a, b, c, p in rng.uniform(0.5, 2.0, (4, 4)))
-    return (f / 4).astype(np.float32)
+    return smooth_volume(shape, seed)
 
 
 def steps(shape=(40, 24, 24), seed=0) -> np.ndarray:

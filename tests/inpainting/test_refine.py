@@ -6,20 +6,13 @@ import copy
 import numpy as np
 import pytest
 import torch
+from volumes import smooth_volume
 
 from ldm_med.inpainting import refine
 from ldm_med.inpainting.adapt import adapt_and_refine
 from ldm_med.inpainting.interpolate import fill_missing
 from ldm_med.masks import keep_every
 from ldm_med.nets.refiner import SliceGapRefiner
-
-
-def smooth_volume(shape=(24, 20, 22), seed=0) -> np.ndarray:
-    """Slices-first volume with smooth, non-linear structure along every axis."""
-    z, y, x = np.meshgrid(*(np.linspace(0, 1, n) for n in shape), indexing="ij")
-    rng = np.random.default_rng(seed)
-    f = sum(np.sin(2 * np.pi * (a * x + b * y + c * z) + p) for a, b, c, p in rng.uniform(0.5, 2.0, (4, 4)))
-    return (f / 4).astype(np.float32)
 
 
 def test_through_planes_put_the_slice_axis_last():
