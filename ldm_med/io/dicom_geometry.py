@@ -24,6 +24,7 @@ DUPLICATE_TOL = 0.10  # steps below 10% of the spacing are duplicate positions
 TILT_WARN_DEG = 0.5  # slice step this far from the slice normal: gantry tilt
 ORTHOGONAL_COS = 0.1  # |n1 . n2| below this: planes are orthogonal (localizer test)
 MOSTLY_MISSING = 0.5  # warn when more than half of the grid is missing
+MAX_SLOTS = 100_000  # a grid of more slice positions than this comes from corrupt positions
 
 
 def slice_normal(iop: np.ndarray) -> np.ndarray:
@@ -107,9 +108,11 @@ def _spacing_candidates(steps: np.ndarray, spacing_between: float | None) -> lis
 
 def _multiples(steps: np.ndarray, dz: float) -> np.ndarray | None:
     """Integer multiple of ``dz`` for each step, or None if some step is not one."""
-    m = np.rint(steps / dz)
-    if np.all(m >= 1) and np.all(np.abs(steps - m * dz) <= GRID_TOL * dz):
-        return m.astype(int)
+    with np.errstate(all="ignore"):
+        m = np.rint(steps / dz)
+        ok = np.all(m >= 1) and np.all(np.abs(steps - m * dz) <= GRID_TOL * dz)
+    if ok and float(m.sum()) < MAX_SLOTS:  # more slots than that: corrupt positions (checked by the caller)
+        return m.astype(np.int64)
     return None
 
 
@@ -178,6 +181,12 @@ def fit_slice_grid(positions: np.ndarray, iop: np.ndarray, *,
         if mult is not None and (n_cand == len(cands) - 1 or np.median(mult) == 1):
             break
         mult = None
+    if mult is None and np.all(np.isfinite(steps)) and any(
+            np.isfinite(c) and c > 0 and float(np.rint(steps / c).sum()) >= MAX_SLOTS for c in cands):
+        grid.error = (f"implausible slice positions: {len(kept)} images spread over more than "
+                      f"{MAX_SLOTS} slice positions (steps of {_fmt(steps)} mm)")
+        grid.warnings.append(grid.error)
+        return grid
     if mult is None:
         grid.error = (f"non-uniform slice spacing: steps of {_fmt(steps)} mm between slice "
                       f"positions are not multiples of one spacing (median {np.median(steps):.4g} "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 import warnings
 from collections.abc import Iterator
@@ -33,6 +34,9 @@ _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float / Double
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UN", b"UR", b"UT",
              b"SV", b"UV"}
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+_MAX_COORD = 1e9  # mm: positions, orientations and spacings beyond this are corrupt values
+_BITS = (1, 8, 16, 32, 64)
+_FRAGMENT_ITEM = 8  # bytes of an encapsulated fragment's item header: a frame takes at least that
 
 
 class _BelowError(logging.Filter):
@@ -103,7 +107,8 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
         out = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         return None
-    return out if len(out) == n and np.all(np.isfinite(out)) else None
+    ok = len(out) == n and np.all(np.isfinite(out)) and max(map(abs, out), default=0) < _MAX_COORD
+    return out if ok else None
 
 
 def _float(value: Any) -> float | None:
@@ -165,6 +170,12 @@ def read_header(path: Path) -> tuple[Dataset, PixelInfo | None]:
                     ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
                     if "SOPClassUID" not in ds:
                         raise Skip("not a DICOM file") from None
+                # pydicom converts values lazily: a corrupt VR or value would raise later, far from
+                # here (NotImplementedError: Unknown Value Representation). Convert everything now.
+                try:
+                    ds.walk(lambda _ds, _elem: None)
+                except Exception as err:  # noqa: BLE001 - any value pydicom cannot convert
+                    raise Skip(corrupt_header(err)) from None
                 meta = getattr(ds, "file_meta", None)
                 if meta is not None and meta.get("TransferSyntaxUID") == _DEFLATED:
                     full = pydicom.dcmread(path)  # inflated in memory: offsets are not the file's
@@ -178,6 +189,14 @@ def read_header(path: Path) -> tuple[Dataset, PixelInfo | None]:
             raise Skip(f"unreadable: {err.strerror or err}") from None
         except Exception as err:  # noqa: BLE001 - any parser failure means "not readable DICOM"
             raise Skip(f"not a DICOM file ({type(err).__name__} while parsing)") from None
+
+
+def corrupt_header(err: BaseException) -> str:
+    """The skip reason for an element pydicom cannot convert: the tag and the kind of error, never the
+    value (it may be a patient identifier)."""
+    tag = re.search(r"\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)", str(err))
+    where = f"element {tag.group(0)}" if tag else "an element"
+    return f"corrupt header: {where} cannot be parsed ({type(err).__name__})"
 
 
 def transfer_syntax(ds: Dataset) -> UID:
@@ -219,10 +238,36 @@ def classify(ds: Dataset, pixel: PixelInfo | None) -> None:
     if "PROJECTION IMAGE" in image_type:
         raise Skip("projection image: ImageType PROJECTION IMAGE is a rendered view (MIP), "
                    "not a slice")
+    _check_sizes(ds, pixel)
     if pixel.declared is not None and not transfer_syntax(ds).is_compressed:
         need = max(pixel.declared, _expected_bytes(ds))
         if pixel.available < need:
             raise Skip(f"truncated pixel data: the file holds {pixel.available} of {need} bytes")
+
+
+def _check_sizes(ds: Dataset, pixel: PixelInfo) -> None:
+    """Skip unless Rows, Columns, BitsAllocated and NumberOfFrames are sane and the decoded frames fit
+    in the allocation cap (``limits``) and, for encapsulated data, in the file."""
+    from ldm_med.io import limits
+
+    rows, cols = _int(ds.get("Rows")), _int(ds.get("Columns"))
+    frames_raw = ds.get("NumberOfFrames")
+    n_frames = 1 if frames_raw in (None, "") else _int(frames_raw)
+    bits = _int(ds.get("BitsAllocated"))
+    if not (rows and cols and rows > 0 and cols > 0):
+        raise Skip(f"invalid image size: Rows {ds.get('Rows')!s:.20}, Columns {ds.get('Columns')!s:.20} "
+                   "(both must be 1 or more)")
+    if n_frames is None or n_frames < 1:
+        raise Skip(f"invalid NumberOfFrames {frames_raw!s:.20} (must be 1 or more)")
+    if bits is not None and bits not in _BITS:
+        raise Skip(f"invalid BitsAllocated {bits} (expected one of {', '.join(map(str, _BITS))})")
+    if pixel.declared is None and n_frames * _FRAGMENT_ITEM > pixel.available:
+        raise Skip(f"truncated pixel data: {n_frames} compressed frames cannot fit in the "
+                   f"{pixel.available} bytes the file holds")
+    nbytes = rows * cols * n_frames * (4 + max(1, (bits or 16) // 8))  # stored + float32 values
+    if nbytes > limits.max_bytes():
+        raise Skip(f"too large: {cols} x {rows} x {n_frames} frames would need {limits.human(nbytes)}, "
+                   f"above the {limits.human(limits.max_bytes())} allocation cap ({limits.ENV_MAX_BYTES})")
 
 
 def identifiers(ds: Dataset) -> set[str]:
@@ -342,6 +387,10 @@ def image_frames(path: Path, ds: Dataset) -> list[Frame]:
     frames: list[Frame] = []
 
     if "PerFrameFunctionalGroupsSequence" in ds:  # enhanced multi-frame
+        n_groups = len(ds.PerFrameFunctionalGroupsSequence)
+        if n_groups != n_frames:
+            raise Skip(f"inconsistent header: NumberOfFrames {n_frames} but {n_groups} per-frame "
+                       "functional groups")
         shared_seq = ds.get("SharedFunctionalGroupsSequence")
         shared = shared_seq[0] if shared_seq else None
         for f, per in enumerate(ds.PerFrameFunctionalGroupsSequence):
@@ -368,16 +417,16 @@ def image_frames(path: Path, ds: Dataset) -> list[Frame]:
                 or thick_top,
                 assumed=None if ps else "no PixelSpacing: 1 mm pixels assumed",
             ))
-        return frames
+        return _checked(frames)
 
     common = dict(base, pixel_spacing=ps_top or (1.0, 1.0), slope=slope_top,
                   intercept=intercept_top, split_key=split_top, spacing_between=sbs_top,
                   thickness=thick_top, instance=_int(ds.get("InstanceNumber")))
     no_ps = None if ps_top else "no PixelSpacing: 1 mm pixels assumed"
     if n_frames == 1:
-        return [Frame(**common, frame=None, assumed=no_ps,
-                      ipp=None if ipp_top is None else np.asarray(ipp_top),
-                      iop=None if iop_top is None else np.asarray(iop_top))]
+        return _checked([Frame(**common, frame=None, assumed=no_ps,
+                               ipp=None if ipp_top is None else np.asarray(ipp_top),
+                               iop=None if iop_top is None else np.asarray(iop_top))])
 
     # Legacy multi-frame: positions from GridFrameOffsetVector (RT dose, NM) or file order.
     offsets = ds.get("GridFrameOffsetVector")
@@ -385,14 +434,33 @@ def image_frames(path: Path, ds: Dataset) -> list[Frame]:
     normal = np.cross(iop[:3], iop[3:])
     origin = np.asarray(ipp_top or (0.0, 0.0, 0.0), dtype=np.float64)
     notes = [no_ps] if no_ps else []
-    if offsets is not None and ipp_top and iop_top and len(offsets) == n_frames:
-        off = np.asarray([float(v) for v in offsets])
-        off = off - off[0]
+    off = _floats(offsets, n_frames) if n_frames > 1 else None
+    if off is not None and ipp_top and iop_top:
+        off = np.asarray(off) - off[0]
     else:
         dz = sbs_top or thick_top or 1.0
         off = np.arange(n_frames) * dz
         notes.append(f"no per-frame positions: the {n_frames} frames are stacked in file order, "
                      f"{dz:g} mm apart" + ("" if iop_top else ", in an assumed axial orientation")
                      + ("" if ipp_top else ", at an unknown position"))
-    return [Frame(**common, frame=f, ipp=origin + off[f] * normal, iop=iop,
-                  assumed="; ".join(notes) or None) for f in range(n_frames)]
+    return _checked([Frame(**common, frame=f, ipp=origin + off[f] * normal, iop=iop,
+                           assumed="; ".join(notes) or None) for f in range(n_frames)])
+
+
+def valid_orientation(iop: np.ndarray) -> bool:
+    """Two (nearly) unit, (nearly) orthogonal direction cosines: anything else is a corrupt IOP."""
+    row, col = np.asarray(iop[:3], dtype=np.float64), np.asarray(iop[3:], dtype=np.float64)
+    norms = np.array([np.linalg.norm(row), np.linalg.norm(col)])
+    return bool(np.all(np.abs(norms - 1) < 0.05) and abs(float(row @ col)) < 0.05)
+
+
+def _checked(frames: list[Frame]) -> list[Frame]:
+    """Skip a file whose frames have non-positive pixel spacing or a corrupt orientation."""
+    for f in frames:
+        if not all(v > 0 for v in f.pixel_spacing):
+            raise Skip(f"invalid geometry: PixelSpacing {f.pixel_spacing[0]:g} x {f.pixel_spacing[1]:g} mm "
+                       "(both must be above 0)")
+        if f.iop is not None and not valid_orientation(f.iop):
+            raise Skip("invalid geometry: ImageOrientationPatient "
+                       f"{[round(float(v), 4) for v in f.iop]} is not two orthogonal unit vectors")
+    return frames

@@ -27,6 +27,7 @@ from pydicom.dataset import Dataset
 from ldm_med.errors import InputError
 from ldm_med.io import dicom_geometry as geom
 from ldm_med.io import dicom_headers as hdr
+from ldm_med.io import limits
 from ldm_med.io.dicom_headers import Frame
 from ldm_med.volume import Volume, lps_to_ras
 
@@ -135,6 +136,8 @@ def _read_frames(paths: list[Path], skipped: list[SkippedFile],
             frames += hdr.image_frames(path, ds)
         except hdr.Skip as why:
             skipped.append(SkippedFile(path, str(why)))
+        except Exception as err:  # noqa: BLE001 - a header no rule above foresaw: skip it, keep going
+            skipped.append(SkippedFile(path, hdr.corrupt_header(err)))
     return frames
 
 
@@ -196,7 +199,11 @@ def _series_info(frames: list[Frame], folder: Path, skipped: list[SkippedFile],
                                            str(f.path), f.frame or 0))
     warnings_: list[str] = [note] if note else []
     error = None
-    if f0.ipp is None:
+    if any(f.ipp is None for f in frames) and not all(f.ipp is None for f in frames):
+        iop = np.asarray(f0.iop if f0.iop is not None else hdr.IDENTITY_IOP, dtype=np.float64)
+        error = "some images have no ImagePositionPatient: the slice order is unknown"
+        positions = np.zeros((1, 3))
+    elif f0.ipp is None:
         iop = np.asarray(hdr.IDENTITY_IOP)
         if len(frames) > 1:
             error = (f"{len(frames)} images without ImagePositionPatient/ImageOrientationPatient: "
@@ -216,6 +223,9 @@ def _series_info(frames: list[Frame], folder: Path, skipped: list[SkippedFile],
     if error is None:
         warnings_ += grid.warnings
         error = grid.error
+    if error is None:
+        error = _size_problem((f0.cols, f0.rows, grid.n_slots),
+                              (f0.pixel_spacing[1], f0.pixel_spacing[0], grid.spacing), folder)
     slots: list[SliceRef | None] = [None] * grid.n_slots
     if error is None:
         for f, k in zip(frames, grid.slot):
@@ -234,6 +244,17 @@ def _series_info(frames: list[Frame], folder: Path, skipped: list[SkippedFile],
         acquired=grid.acquired if error is None else np.ones(len(frames), dtype=bool),
         warnings=warnings_, files=files, number=f0.number, slots=slots, affine_lps=aff,
         error=error, folder=folder)
+
+
+def _size_problem(shape: tuple[int, int, int], spacing: tuple[float, float, float],
+                  folder: Path) -> str | None:
+    """Why a series' grid cannot be read (implausible spacing, above the allocation cap), or None."""
+    try:
+        limits.check_spacing(spacing, folder)
+        limits.check_shape(shape, 4, folder, "the volume")
+    except InputError as err:
+        return str(err).removeprefix(f"{folder}: ")
+    return None
 
 
 def scan_dicom_folder(folder: str | Path) -> tuple[list[SeriesInfo], list[SkippedFile]]:
@@ -290,6 +311,15 @@ def _decode_file(path: Path) -> tuple[Dataset, np.ndarray]:
     return ds, arr
 
 
+def _frame(arr: np.ndarray, frame: int | None, rows: int, cols: int) -> np.ndarray:
+    """One ``(rows, cols)`` frame of a decoded file; ``ValueError`` when the file no longer matches the
+    header the scan read (other size, fewer frames)."""
+    img = arr[frame] if frame is not None and arr.ndim == 3 else arr
+    if img.shape != (rows, cols):
+        raise ValueError(f"decoded frame of shape {img.shape}, the header said {(rows, cols)}")
+    return img
+
+
 def read_series(info: SeriesInfo) -> Volume:
     """Read the pixels of one series into a ``Volume`` (modality values, e.g. HU for CT).
 
@@ -303,6 +333,7 @@ def read_series(info: SeriesInfo) -> Volume:
     if info.error:
         raise InputError(f"{info.folder}: {label}: {info.error}")
     cols, rows, n = info.shape
+    limits.check_shape((cols, rows, n), 4, info.folder, label)
     data = np.zeros((cols, rows, n), dtype=np.float32)
     acquired = info.acquired.copy()
     warnings_ = list(info.warnings)
@@ -315,16 +346,18 @@ def read_series(info: SeriesInfo) -> Volume:
     for path, ks in by_file.items():
         try:
             ds, arr = _decode_file(path)
-        except (ValueError, RuntimeError, NotImplementedError, AttributeError, OSError) as err:
+            planes = [_frame(arr, info.slots[k].frame, rows, cols) for k in ks]
+            for k, img in zip(ks, planes):
+                ref = info.slots[k]
+                data[:, :, k] = hdr.modality_values(img, ds, ref.slope, ref.intercept).T
+        except Exception as err:  # noqa: BLE001 - damaged, changed or vanished since the scan
             acquired[ks] = False
-            reason = f"cannot decode pixel data: {str(err).splitlines()[0]}"
+            data[:, :, ks] = 0
+            text = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            reason = f"cannot decode pixel data: {text}"
             skipped.append((str(path), reason))
             warnings_.append(f"{path.name}: {reason}; slice(s) {ks} marked missing")
             continue
-        for k in ks:
-            ref = info.slots[k]
-            img = arr[ref.frame] if ref.frame is not None and arr.ndim == 3 else arr
-            data[:, :, k] = hdr.modality_values(img, ds, ref.slope, ref.intercept).T
         if reference is None:
             reference = ds
     if reference is None:

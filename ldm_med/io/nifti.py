@@ -10,13 +10,18 @@ comment extension that other tools ignore and ``load_nifti`` reads back.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ldm_med.errors import InputError
+from ldm_med.io import limits
 from ldm_med.volume import Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -74,7 +79,7 @@ def _read_extension(img) -> dict:
         raw = ext.get_content()
         try:
             payload = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             continue
         if isinstance(payload, dict) and isinstance(payload.get(_EXT_KEY), dict):
             return payload[_EXT_KEY]
@@ -106,33 +111,120 @@ def _select_volume(path: Path, img, volume_index: int | None):
     return img.dataobj[..., volume_index].reshape(shape[:3]), volume_index
 
 
-def load_nifti(path: str | Path, *, volume_index: int | None = None) -> Volume:
-    """Read a NIfTI (or other nibabel) image as a ``Volume`` with nibabel's best affine."""
+def _data_file(img) -> tuple[Path | None, bool]:
+    """The file holding the voxels (the .img of a pair) and whether it is gzip-compressed."""
+    holder = getattr(img, "file_map", {}).get("image")
+    name = getattr(holder, "filename", None)
+    if not name:
+        return None, False
+    return Path(name), str(name).lower().endswith((".gz", ".mgz"))
+
+
+def _check_header(path: Path, img) -> None:
+    """Declared sizes against the file and the allocation cap, and the geometry, before any read."""
+    try:
+        shape = tuple(int(v) for v in img.shape)
+        itemsize = int(img.get_data_dtype().itemsize)
+        offset = int(getattr(img.dataobj, "offset", 0) or 0)
+    except Exception as err:  # noqa: BLE001 - a header nibabel accepted but cannot describe
+        raise InputError(f"{path}: corrupt header ({err})") from None
+    if not shape or min(shape) < 1:
+        raise InputError(f"{path}: the header declares an empty image (shape {shape})")
+    declared = math.prod(shape) * max(itemsize, 1)
+    limits.check_allocation(declared + 4 * math.prod(shape[:3]), path, f"an image of shape {shape}")
+    data_file, compressed = _data_file(img)
+    if data_file is not None:
+        try:
+            size = os.path.getsize(data_file)
+        except OSError as err:
+            raise InputError(f"{data_file}: cannot read the image data ({err.strerror or err})") from None
+        limits.check_declared(path, declared, max(0, size - (0 if compressed else offset)),
+                              compressed=compressed, what=f"the header (shape {shape})")
+    limits.check_affine(img.affine, path)
+
+
+class _NibabelFixes(logging.Handler):
+    """Collects what nibabel repairs in a header while loading (it logs it to stderr otherwise)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _collect_fixes() -> Iterator[_NibabelFixes]:
+    logger = logging.getLogger("nibabel.global")
+    fixes, saved = _NibabelFixes(), logger.handlers[:]
+    logger.handlers = [fixes]
+    try:
+        yield fixes
+    finally:
+        logger.handlers = saved
+
+
+def _pixdim_problem(img, fixes: list[str]) -> str | None:
+    """nibabel replaces zero or negative pixdim[1..3] by 1 or abs(); refuse that when the affine is
+    built from pixdim (no sform), since the spacing would then be a guess."""
+    hdr = img.header
+    if "sform_code" not in hdr or int(hdr["sform_code"]) > 0:
+        return None
+    fix = next((m for m in fixes if "pixdim" in m), None)
+    return None if fix is None else f"invalid geometry: {fix.split(';')[0]} (the voxel spacing is unknown)"
+
+
+def open_nifti(path: str | Path):
+    """``nibabel.load`` with every failure as ``InputError`` naming the file, and the header checked
+    (sizes against the file and ``limits``, geometry) before any voxel is read."""
     import nibabel as nib
 
     path = Path(path)
     try:
-        img = nib.load(str(path))
+        if os.path.getsize(path) == 0:
+            raise InputError(f"{path}: empty file (0 bytes), not a NIfTI image")
+        with _collect_fixes() as fixes:
+            img = nib.load(str(path))
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied (cannot read the file)") from None
     except Exception as err:  # noqa: BLE001 - nibabel raises many types for bad files
-        raise InputError(f"{path}: not a readable NIfTI image ({err})") from None
+        detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise InputError(f"{path}: not a readable NIfTI image ({detail})") from None
+    problem = _pixdim_problem(img, fixes.messages)
+    if problem:
+        raise InputError(f"{path}: {problem}")
+    _check_header(path, img)
+    return img
+
+
+def load_nifti(path: str | Path, *, volume_index: int | None = None) -> Volume:
+    """Read a NIfTI (or other nibabel) image as a ``Volume`` with nibabel's best affine."""
+    path = Path(path)
+    img = open_nifti(path)
     try:
         arr, chosen = _select_volume(path, img, volume_index)
         data = np.asarray(arr, dtype=np.float32)
     except InputError:
         raise
     except Exception as err:  # noqa: BLE001 - truncated / corrupt data blocks
-        raise InputError(f"{path}: cannot read the image data ({err})") from None
+        detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise InputError(f"{path}: cannot read the image data ({detail})") from None
     stored = _read_extension(img)
     slice_axis = stored.get("slice_axis", _slice_axis(img))
     if not (isinstance(slice_axis, int) and 0 <= slice_axis <= 2):
         slice_axis = 2
     acquired = np.ones(data.shape[slice_axis], dtype=bool)
-    missing = [k for k in stored.get("missing", []) if isinstance(k, int)
+    recorded = stored.get("missing")
+    missing = [k for k in (recorded if isinstance(recorded, list) else []) if isinstance(k, int)
                and 0 <= k < acquired.size]
     acquired[missing] = False
-    modality = stored.get("modality") or guess_modality(data)
+    modality = stored.get("modality") if isinstance(stored.get("modality"), str) else None
+    modality = modality or guess_modality(data)
     metadata = {
         "modality": modality, "modality_guessed": "modality" not in stored,
         "source": str(path), "warnings": [], "skipped": [],

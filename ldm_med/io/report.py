@@ -65,11 +65,9 @@ def _intensity_lines(volume: Volume) -> list[str]:
 
 
 def describe_nifti(path: Path, *, volume_index: int | None = None) -> str:
-    import nibabel as nib
+    from ldm_med.io.nifti import load_nifti, open_nifti
 
-    from ldm_med.io.nifti import load_nifti
-
-    img = nib.load(str(path))
+    img = open_nifti(path)  # InputError naming the file for anything nibabel cannot read
     shape = tuple(int(v) for v in img.shape)
     lines = [f"NIfTI file: {path}",
              f"  shape: {' x '.join(map(str, shape))}  (stored as {img.get_data_dtype()})"]

@@ -1,0 +1,146 @@
+"""Limits every reader checks before it allocates: the allocation cap and plausible geometry.
+
+A file declares its own size (NIfTI ``dim``, DICOM Rows x Columns x NumberOfFrames, the number of slice
+positions...). Readers compare what a file declares with what it holds and with the cap below *before*
+allocating, so a hostile or corrupt header gives an ``InputError`` naming the file, never an attempt to
+allocate terabytes.
+
+Environment:
+
+* ``LDM_MED_MAX_BYTES``: the allocation cap for one volume (bytes; suffixes K, M, G, T accepted, powers
+  of 1024). Default: half of the physical memory (8 GiB where it cannot be read).
+* ``LDM_MED_MAX_ANISOTROPY``: largest ratio between two voxel spacings of one volume (default 1000).
+  Real scans stay far below it (0.1 mm pixels with 10 mm slices is 100); a ratio of 10^9 is a corrupt
+  affine, and the pipeline resamples by that ratio.
+
+Both are read at every call, so tests and long-running hosts can change them.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ldm_med.errors import InputError
+
+ENV_MAX_BYTES = "LDM_MED_MAX_BYTES"
+ENV_MAX_ANISOTROPY = "LDM_MED_MAX_ANISOTROPY"
+DEFAULT_ANISOTROPY = 1000.0
+# zlib cannot compress better than about 1032:1, so a gzip file of n bytes never holds more than this
+# many times n once inflated: a declared size above that means a truncated (or lying) file.
+GZIP_MAX_RATIO = 1100
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_bytes(text: str) -> int:
+    """``"512M"`` -> 536870912; plain integers are bytes. ``ValueError`` for anything else."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in _UNITS else ""
+    value = float(t[: len(t) - len(unit)])
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(text)
+    return int(value * _UNITS[unit])
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def max_bytes() -> int:
+    """The allocation cap for one volume: ``LDM_MED_MAX_BYTES``, else half the physical memory."""
+    raw = os.environ.get(ENV_MAX_BYTES)
+    if raw:
+        try:
+            return parse_bytes(raw)
+        except ValueError:
+            raise InputError(f"{ENV_MAX_BYTES}={raw!r}: expected a size such as 8G or 536870912") from None
+    mem = _physical_memory()
+    return mem // 2 if mem else 8 << 30
+
+
+def max_anisotropy() -> float:
+    raw = os.environ.get(ENV_MAX_ANISOTROPY)
+    if not raw:
+        return DEFAULT_ANISOTROPY
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 1):
+        raise InputError(f"{ENV_MAX_ANISOTROPY}={raw!r}: expected a number >= 1")
+    return value
+
+
+def human(n: float) -> str:
+    """Bytes as text: ``1.5 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} EiB"
+
+
+def check_allocation(nbytes: float, source: str | Path, what: str) -> None:
+    """``InputError`` when ``nbytes`` (what ``what`` would take) exceeds the cap."""
+    cap = max_bytes()
+    if not nbytes <= cap:  # also catches NaN
+        raise InputError(f"{source}: {what} would need {human(nbytes)}, above the {human(cap)} "
+                         f"allocation cap (set {ENV_MAX_BYTES} to raise it if the file is genuine)")
+
+
+def check_declared(source: str | Path, declared: int, available: int, *, compressed: bool = False,
+                   what: str = "the header") -> None:
+    """``InputError`` unless ``declared`` data bytes can be in ``available`` bytes of the file.
+
+    ``compressed``: ``available`` are gzip bytes, which inflate at most ``GZIP_MAX_RATIO`` times.
+    """
+    room = available * GZIP_MAX_RATIO if compressed else available
+    if declared > room:
+        holds = f"a {human(available)} compressed file" if compressed else f"{human(available)}"
+        raise InputError(f"{source}: truncated or corrupt: {what} declares {human(declared)} of data, "
+                         f"but the file holds {holds}")
+
+
+def check_shape(shape, itemsize: int, source: str | Path, what: str = "the image") -> int:
+    """Number of bytes of ``shape`` x ``itemsize`` after checking every dimension is positive and the
+    total is under the cap; returns it."""
+    dims = [int(d) for d in shape]
+    if not dims or any(d < 1 for d in dims):
+        raise InputError(f"{source}: {what} has an empty or negative dimension (shape {tuple(dims)})")
+    nbytes = math.prod(dims) * int(itemsize)
+    check_allocation(nbytes, source, f"{what} of shape {tuple(dims)}")
+    return nbytes
+
+
+def check_spacing(spacing, source: str | Path, what: str = "voxel spacing") -> None:
+    """``InputError`` unless every spacing is finite and positive and no two differ by more than
+    ``LDM_MED_MAX_ANISOTROPY`` times."""
+    sp = np.asarray(spacing, dtype=np.float64).ravel()
+    text = " x ".join(f"{v:.4g}" for v in sp)
+    if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise InputError(f"{source}: invalid geometry: {what} {text} (every spacing must be a finite "
+                         "number above 0)")
+    ratio = float(sp.max() / sp.min())
+    limit = max_anisotropy()
+    if ratio > limit:
+        raise InputError(f"{source}: implausible geometry: {what} {text} differ {ratio:.3g}-fold "
+                         f"(more than {limit:g}; a corrupt header? set {ENV_MAX_ANISOTROPY} if genuine)")
+
+
+def check_affine(affine, source: str | Path) -> None:
+    """``InputError`` unless a 4x4 voxel-to-world affine is finite and non-singular, with plausible
+    spacing (``check_spacing`` on its column norms)."""
+    aff = np.asarray(affine, dtype=np.float64)
+    if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
+        raise InputError(f"{source}: invalid geometry: the affine holds NaN or infinite values")
+    check_spacing(np.linalg.norm(aff[:3, :3], axis=0), source)
+    with np.errstate(all="ignore"):
+        det = abs(float(np.linalg.det(aff[:3, :3])))
+    if not det > 1e-12 * float(np.prod(np.linalg.norm(aff[:3, :3], axis=0))):
+        raise InputError(f"{source}: invalid geometry: the affine's voxel axes are linearly dependent "
+                         "(a singular affine)")
