@@ -9,6 +9,9 @@ The public API, the one surface the command line, the batch runner and the napar
     result = ldm_med.reconstruct(volume, missing, ldm_med.ReconstructOptions(samples=4))
     ldm_med.save_volume(result.volume, "full.nii.gz")
 
+    samples = ldm_med.generate(ldm_med.GenerateOptions("molecular", dims=3, n=2, seed=7))
+    ldm_med.save_generation(samples, "synthetic/")          # MRC files + gallery.png
+
 Names are imported on first use, so ``import ldm_med`` does not load torch.
 Data flows one way: files -> ``Volume`` -> normalise -> refine / sample in latent space -> paste
 acquired slices -> un-normalise -> ``Volume`` -> files / napari layers.
@@ -41,6 +44,11 @@ _LAZY = {
     "reconstruct": "ldm_med.pipelines.reconstruct",
     "Reconstruction": "ldm_med.pipelines.reconstruct",
     "Progress": "ldm_med.progress",
+    "GenerateOptions": "ldm_med.options",
+    "PRESET_NAMES": "ldm_med.options",
+    "generate": "ldm_med.pipelines.generate",
+    "Generation": "ldm_med.pipelines.generate",
+    "save_generation": "ldm_med.api",
 }
 
 __all__ = ["Cancelled", "InputError", "Volume", "__version__", *_LAZY]
@@ -49,11 +57,20 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
     from ldm_med.api import (  # noqa: F401
         load_volume,
         parse_missing,
+        save_generation,
         save_samples,
         save_volume,
         uncertainty_volume,
     )
-    from ldm_med.options import METHODS, REFINE_MODES, SAMPLER_NAMES, ReconstructOptions  # noqa: F401
+    from ldm_med.options import (  # noqa: F401
+        METHODS,
+        PRESET_NAMES,
+        REFINE_MODES,
+        SAMPLER_NAMES,
+        GenerateOptions,
+        ReconstructOptions,
+    )
+    from ldm_med.pipelines.generate import Generation, generate  # noqa: F401
     from ldm_med.pipelines.reconstruct import Reconstruction, reconstruct  # noqa: F401
     from ldm_med.progress import Progress  # noqa: F401
 

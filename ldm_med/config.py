@@ -38,17 +38,23 @@ from ldm_med.nets.config import AutoencoderConfig, DenoiserConfig
 
 KINDS = ("autoencoder", "diffusion", "refiner")
 TASKS = ("slice-inpainting", "generation")
+SOURCE_KINDS = ("generator", "real", "paths", "preset", "folder")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 # -- sections --------------------------------------------------------------------------------------
 @dataclass
 class Source:
-    """One data source; exactly one of ``generator``, ``real``, ``paths``.
+    """One data source; exactly one of ``generator``, ``real``, ``paths``, ``preset``, ``folder``.
 
     Attributes:
         generator: a key of ``ldm_med.data.GENERATORS`` (``ct``, ``mr``, ``molecule``, ``astro``);
             volumes use seeds ``seed, seed + 1, ..., seed + count - 1``.
+        preset: ``task: generation`` only: a key of ``ldm_med.data.presets.PRESETS``; whole 2D or 3D
+            samples of the size ``data.crop``, each with its measured attribute (seeds as above).
+        folder: ``task: generation`` only: a folder of volumes or images in any readable format, one
+            class per subfolder, attributes from ``attributes.csv`` in it (column ``file``, relative
+            to the folder, then one column per attribute); resized to ``data.crop``.
         real: ``train`` or ``eval``: the real volumes shipped with the Python packages.
         paths: NIfTI files, DICOM folders or globs, loaded lazily with ``ldm_med.io.load_volume``.
         shape: generator volume shape ``(X, Y, Z)``; ``None``: the generator's default.
@@ -64,13 +70,20 @@ class Source:
     spacing: tuple[float, ...] | None = None
     real: str | None = None
     paths: tuple[str, ...] | None = None
+    preset: str | None = None
+    folder: str | None = None
     label: str | None = None
 
     def __post_init__(self) -> None:
-        given = [k for k in ("generator", "real", "paths") if getattr(self, k) is not None]
+        given = [k for k in SOURCE_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise InputError("a data source needs exactly one of generator, real, paths; "
+            raise InputError(f"a data source needs exactly one of {', '.join(SOURCE_KINDS)}; "
                              f"got {given or 'none'}")
+        if self.preset is not None:
+            from ldm_med.data.presets import PRESETS
+
+            if self.preset not in PRESETS:
+                raise InputError(f"unknown preset {self.preset!r}; valid presets are {', '.join(PRESETS)}")
         if self.count < 1:
             raise InputError(f"data source count must be >= 1, got {self.count}")
         if self.real is not None and self.real not in ("train", "eval"):
@@ -86,7 +99,14 @@ class Source:
             return self.label
         if self.generator is not None:
             return self.generator
+        if self.preset is not None:
+            return self.preset
         return "real" if self.real is not None else "files"
+
+    @property
+    def whole_samples(self) -> bool:
+        """Whether the source yields whole samples (generation) rather than volumes to crop."""
+        return self.preset is not None or self.folder is not None
 
 
 @dataclass
@@ -209,10 +229,14 @@ class DiffusionLossConfig:
 
 @dataclass
 class LabelConfig:
-    """Class labels for ``task: generation``: the sources' ``class_name``s, in order of appearance."""
+    """Class labels for ``task: generation``: the sources' ``class_name``s, in order of appearance
+    (``names`` is filled in when the run starts: a ``folder`` source names its subfolders). ``dropout``
+    also drops the attributes, together with the label: the unconditional model of classifier-free
+    guidance."""
 
     enabled: bool = False
     dropout: float = 0.1
+    names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.dropout < 1.0:
@@ -274,20 +298,28 @@ class DiffusionRun:
     # the anchor the model corrects; reconstruction uses ldm_med.inpainting.latent.ANCHOR
     interpolation: Literal["linear", "cubic"] = "linear"
     labels: LabelConfig = field(default_factory=LabelConfig)
+    # task: generation: name -> {unit, low, high, description}, filled in when the run starts from the
+    # presets (or a folder's attributes.csv); two conditioning channels each (value, present)
+    attributes: dict[str, Any] = field(default_factory=dict)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
     def __post_init__(self) -> None:
         from ldm_med.diffusion.sde import VPSDE
 
-        if len(self.data.crop) != 3:
-            raise InputError(f"data.crop for diffusion is (D, H, W) slabs, got {list(self.data.crop)}")
-        if self.model.spatial_dims != 3:
-            raise InputError("model.spatial_dims must be 3: the denoiser sees stacks of latent slices")
+        dims = self.model.spatial_dims
+        if self.task == "generation" and len(self.data.crop) != dims:
+            raise InputError(f"data.crop {list(self.data.crop)} must have model.spatial_dims = {dims} "
+                             "sizes: (H, W) images for a 2D model, (D, H, W) for a 3D one")
+        if self.task == "slice-inpainting" and (len(self.data.crop) != 3 or dims != 3):
+            raise InputError(f"slice-inpainting needs (D, H, W) slabs and model.spatial_dims: 3, got crop "
+                             f"{list(self.data.crop)} and spatial_dims {dims}")
+        whole = [s.whole_samples for s in (*self.data.sources, *self.data.validation)]
+        if any(whole) and (self.task != "generation" or not all(whole)):
+            raise InputError("preset and folder sources are for task: generation, and are not mixed "
+                             "with generator, real or paths sources")
         self.sde = VPSDE.from_dict(self.sde).to_dict()  # validates and resolves defaults
         if self.task == "slice-inpainting" and self.labels.enabled:
             raise InputError("labels are for task: generation only")
-        if self.task == "generation" and self.model.cond_channels:
-            raise InputError("task: generation takes no conditioning channels: set model.cond_channels: 0")
         if self.task == "slice-inpainting" and self.model.cond_channels != self.model.in_channels + 1:
             raise InputError(f"task: slice-inpainting needs model.cond_channels = in_channels + 1 = "
                              f"{self.model.in_channels + 1} (latent anchor + mask), "
@@ -303,6 +335,8 @@ class DiffusionRun:
         """Label names in index order (``[]`` when labels are disabled)."""
         if not self.labels.enabled:
             return []
+        if self.labels.names:
+            return list(self.labels.names)
         return list(dict.fromkeys(s.class_name for s in self.data.sources))
 
 
@@ -494,9 +528,13 @@ def load_config(path: str | Path, kind: str | None = None, overrides: list[str] 
     if not path.is_file():
         raise InputError(f"{path}: no such recipe file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not a text file (byte {err.start} is not UTF-8)") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the recipe ({err.strerror or err})") from None
     except yaml.YAMLError as err:
-        raise InputError(f"{path}: not valid YAML: {err}") from None
+        raise InputError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
     data = apply_overrides(data if data is not None else {}, overrides or [])
     cfg = from_dict(data, kind, name=str(path))
     _resolve_paths(cfg, path.parent)

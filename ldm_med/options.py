@@ -86,3 +86,76 @@ class ReconstructOptions:
     def uses_diffusion(self) -> bool:
         """Whether the latent diffusion model runs: alone (``refine="off"``) or for several samples."""
         return self.method == "ldm" and (self.refine == "off" or self.samples > 1)
+
+
+PRESET_NAMES = ("medical-ct", "medical-mr", "molecular", "astronomical")  # ldm_med.data.presets.PRESETS
+FORMATS = ("nifti", "mrc", "fits", "tiff", "png")
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """How to generate synthetic volumes (``ldm-med generate``, the napari widget, ``ldm_med.generate``).
+
+    Attributes:
+        preset: a class of the model: one of ``PRESET_NAMES`` for the shipped models, or a class name
+            (a training subfolder) of a ``checkpoint``.
+        dims: 2 (images) or 3 (volumes): picks the shipped model.
+        size: ``(H, W)`` or ``(D, H, W)``; default the model's training size.
+        n: number of samples; sample ``i`` uses seed ``seed + i``.
+        guidance: classifier-free guidance scale (0: unconditional, 1: conditional, > 1: stronger).
+        attrs: ``(name, value)`` pairs in the attribute's unit; values outside the trained range are
+            clamped to it, with a warning.
+        sampler, steps: the diffusion sampler and its number of steps.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+        checkpoint: a generation model file; default the shipped model for ``dims``.
+    """
+
+    preset: str
+    dims: int = 2
+    size: tuple[int, ...] | None = None
+    n: int = 1
+    guidance: float = 2.0
+    attrs: tuple[tuple[str, float], ...] = ()
+    seed: int = 0
+    sampler: str = "dpm++2m"
+    steps: int = 20
+    device: str = "auto"
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.checkpoint is None and self.preset not in PRESET_NAMES:
+            raise InputError(f"unknown preset {self.preset!r}; valid: {', '.join(PRESET_NAMES)}")
+        if self.dims not in (2, 3):
+            raise InputError(f"--dims must be 2 or 3, got {self.dims}")
+        if self.size is not None and (len(self.size) != self.dims or min(self.size) < 1):
+            raise InputError(f"--size needs {self.dims} positive sizes for a {self.dims}D sample, "
+                             f"got {list(self.size)}")
+        if self.n < 1:
+            raise InputError(f"--n must be >= 1, got {self.n}")
+        if not 0.0 <= self.guidance <= 20.0:
+            raise InputError(f"--guidance must be in [0, 20], got {self.guidance}")
+        if self.sampler not in SAMPLER_NAMES:
+            raise InputError(f"unknown sampler {self.sampler!r}; valid: {', '.join(SAMPLER_NAMES)}")
+        if self.steps < 1:
+            raise InputError(f"--steps must be >= 1, got {self.steps}")
+        names = [name for name, _ in self.attrs]
+        if len(set(names)) != len(names):
+            raise InputError(f"an attribute is given twice: {names}")
+
+    def settings(self) -> dict:
+        """Every setting, JSON-ready (written into each generated file)."""
+        return {"preset": self.preset, "dims": self.dims,
+                "size": None if self.size is None else list(self.size), "n": self.n, "guidance": self.guidance, "attrs": dict(self.attrs), "seed": self.seed,
+                "sampler": self.sampler, "steps": self.steps, "checkpoint": self.checkpoint}
+
+
+def parse_attribute(spec: str) -> tuple[str, float]:
+    """``NAME=VALUE`` -> ``(name, value)``."""
+    name, sep, value = spec.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise InputError(f"--attr {spec!r}: expected NAME=VALUE with a number, "
+                         "e.g. n_sources=40") from None

@@ -23,7 +23,7 @@ LAYERS = {
     "base": ("volume", "errors", "utils", "progress"),
     "core": ("io", "data", "masks", "metrics", "config", "nets", "diffusion", "checkpoint", "options",
              "models"),
-    "shared": ("inpainting",),
+    "shared": ("inpainting", "generation"),
     "engines": ("pipelines", "train"),
     "api": ("", "api"),
     "doors": ("cli", "batch", "__main__", "napari_plugin"),

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from ldm_med.errors import Cancelled, InputError
 
 # Modules that contribute commands, in the order they appear in --help.
-COMMAND_MODULES = ("info", "train", "reconstruct", "batch")
+COMMAND_MODULES = ("info", "train", "reconstruct", "batch", "generate")
 
 
 def build_parser() -> argparse.ArgumentParser:

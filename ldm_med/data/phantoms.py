@@ -51,6 +51,15 @@ def _deformed_coords(grid: Grid, rng: np.random.Generator, amp: float):
     return X, Y, Z, 4.0 * amp
 
 
+def _shrunk(X, Y, Z, pad, fill: float):
+    """In-plane coordinates stretched by ``1 / fill``: the anatomy spans ``fill`` of the field of view."""
+    if not 0.1 <= fill <= 1.0:
+        raise ValueError(f"fill must be in [0.1, 1], got {fill}")
+    if fill == 1.0:
+        return X, Y, Z, pad
+    return X / np.float32(fill), Y / np.float32(fill), Z, pad
+
+
 def _voxel_size(grid: Grid) -> float:
     """Geometric-mean voxel size in normalised units (the width of a partial-volume edge)."""
     return float(np.prod(grid.spacing) ** (1.0 / 3.0) / grid.scale)
@@ -73,21 +82,23 @@ def _finish(img: np.ndarray, rng: np.random.Generator, blur: tuple[float, ...], 
 # ================================================================================================
 # CT body
 # ================================================================================================
-def ct_body(shape=(128, 128, 64), spacing=(1.0, 1.0, 2.5), seed: int = 0) -> Volume:
+def ct_body(shape=(128, 128, 64), spacing=(1.0, 1.0, 2.5), seed: int = 0, fill: float = 1.0) -> Volume:
     """Seeded thorax/abdomen CT phantom in Hounsfield units (see module docstring).
 
     Args:
         shape: ``(X, Y, Z)`` voxels; slices along axis 2.
         spacing: voxel size in mm; the body fills the in-plane field of view.
         seed: fully determines the output.
+        fill: in-plane fraction of the field of view the body spans (1: all of it; 0.5: a body half
+            as wide, in air).
     """
     grid = _check_grid(shape, spacing)
     rng = np.random.default_rng(seed)
-    X, Y, Z, pad = _deformed_coords(grid, rng, amp=0.02)
+    X, Y, Z, pad = _shrunk(*_deformed_coords(grid, rng, amp=0.02), fill)
     p = _ct_params(rng)
     img = np.full(grid.shape, -1000.0, dtype=np.float32)
     ctx = SimpleNamespace(grid=grid, X=X, Y=Y, Z=Z, pad=pad, p=p, rng=rng, img=img,
-                          tex=smooth_field(grid.shape, rng, (22, 22, 14)), h=_voxel_size(grid))
+                          tex=smooth_field(grid.shape, rng, (22, 22, 14)), h=_voxel_size(grid) / fill)
     _ct_torso(ctx)
     _ct_thorax(ctx)
     _ct_abdomen(ctx)
@@ -328,17 +339,18 @@ def _ct_ribs(c) -> None:
 # ================================================================================================
 # MR head
 # ================================================================================================
-def mr_head(shape=(128, 128, 64), spacing=(1.0, 1.0, 2.0), seed: int = 0) -> Volume:
+def mr_head(shape=(128, 128, 64), spacing=(1.0, 1.0, 2.0), seed: int = 0, fill: float = 1.0) -> Volume:
     """Seeded T1-weighted head phantom in arbitrary MR units >= 0 (white matter about 700).
 
     Args:
         shape: ``(X, Y, Z)`` voxels; axial slices along axis 2.
         spacing: voxel size in mm; the head fills the in-plane field of view.
         seed: fully determines the output.
+        fill: in-plane fraction of the field of view the head spans (see :func:`ct_body`).
     """
     grid = _check_grid(shape, spacing)
     rng = np.random.default_rng(seed)
-    X, Y, Z, pad = _deformed_coords(grid, rng, amp=0.015)
+    X, Y, Z, pad = _shrunk(*_deformed_coords(grid, rng, amp=0.015), fill)
     p = _mr_params(rng)
     img = np.zeros(grid.shape, dtype=np.float32)
     ctx = SimpleNamespace(grid=grid, X=X, Y=Y, Z=Z, pad=pad, p=p, rng=rng, img=img,

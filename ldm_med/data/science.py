@@ -28,7 +28,7 @@ _ELEMENTS = {"C": 6.0, "N": 7.0, "O": 8.0, "S": 16.0, "FE": 26.0, "ZN": 30.0}
 # ================================================================================================
 def molecular_density(
     shape=(64, 64, 64), spacing=(1.0, 1.0, 1.0), seed: int = 0, n_atoms: int | None = None,
-    resolution: float | None = None,
+    resolution: float | None = None, radius: float | None = None,
 ) -> Volume:
     """Seeded cryo-EM-like density map of a protein-like molecule.
 
@@ -40,6 +40,8 @@ def molecular_density(
             packing density (about one non-hydrogen atom per 18 cubic angstrom).
         resolution: map resolution in angstrom (Gaussian sigma = 0.225 * resolution); default drawn
             from 2.5-5 per seed.
+        radius: radius in angstrom of the sphere the chain is packed into (default 30% of the box
+            width); with the default ``n_atoms`` it sets the molecule's size.
     """
     shape = tuple(int(s) for s in shape)
     spacing = tuple(float(s) for s in spacing)
@@ -47,7 +49,9 @@ def molecular_density(
         raise ValueError(f"need a 3D shape (>= 4 each) and 3 positive spacings, got {shape}, {spacing}")
     rng = np.random.default_rng(seed)
     extent = np.array(shape) * np.array(spacing)
-    radius = 0.3 * float(extent.min())
+    radius = 0.3 * float(extent.min()) if radius is None else float(radius)
+    if radius <= 0:
+        raise ValueError(f"radius must be > 0, got {radius}")
     if n_atoms is None:
         n_atoms = int(4.0 / 3.0 * np.pi * radius ** 3 / 18.0)
     if n_atoms < 1:
@@ -176,7 +180,8 @@ def _splat_gaussians(shape, spacing, xyz: np.ndarray, weights: np.ndarray, sigma
 # ================================================================================================
 # astronomical fields
 # ================================================================================================
-def astro_field(shape=(128, 128, 32), seed: int = 0, spacing=None) -> Volume | np.ndarray:
+def astro_field(shape=(128, 128, 32), seed: int = 0, spacing=None,
+                source_density: float = 1.0) -> Volume | np.ndarray:
     """Seeded astronomical field: a 2D image for a 2-tuple ``shape``, else a 3D spectral cube.
 
     Args:
@@ -184,6 +189,8 @@ def astro_field(shape=(128, 128, 32), seed: int = 0, spacing=None) -> Volume | n
             cube (returns a :class:`Volume` with the wavelength axis as ``slice_axis`` 2).
         seed: fully determines the output.
         spacing: cube voxel size written to the affine (default 1: pixels and channels).
+        source_density: multiplies the expected number of stars and galaxies (1: about 60 stars and
+            25 galaxies per 256x256 pixels).
     Values are counts above zero: sky background about 100, noise sigma about 3 at the background.
     """
     shape = tuple(int(s) for s in shape)
@@ -196,8 +203,8 @@ def astro_field(shape=(128, 128, 32), seed: int = 0, spacing=None) -> Volume | n
     cube = np.zeros((nx, ny, nch), dtype=np.float32)
     _add_nebula(cube, rng, lam)
     sources = np.zeros_like(cube)
-    _add_galaxies(sources, rng, lam)
-    _add_stars(sources, rng, lam)
+    _add_galaxies(sources, rng, lam, source_density)
+    _add_stars(sources, rng, lam, source_density)
     fwhm = rng.uniform(1.8, 3.2)
     beta = rng.uniform(2.5, 4.5)
     cube += _convolve_psf(sources, fwhm * (1.0 + 0.15 * (0.5 - lam)), beta)
@@ -235,11 +242,11 @@ def _add_nebula(cube: np.ndarray, rng: np.random.Generator, lam: np.ndarray) -> 
     cube += nebula[..., None] * (0.15 + 1.5 * _gauss(lam[None, None, :], centre, rng.uniform(0.04, 0.08)))
 
 
-def _add_galaxies(img: np.ndarray, rng: np.random.Generator, lam: np.ndarray) -> None:
+def _add_galaxies(img: np.ndarray, rng: np.random.Generator, lam: np.ndarray, density: float = 1.0) -> None:
     """Sersic galaxies (random index, size, ellipticity, angle), some with spiral arms; in a cube each
     has a sloped continuum and an emission line shifted by disc rotation along its major axis."""
     nx, ny, nch = img.shape
-    n_gal = rng.poisson(25 * nx * ny / 256 ** 2) + 1
+    n_gal = rng.poisson(25 * density * nx * ny / 256 ** 2) + 1
     for _ in range(n_gal):
         n = rng.uniform(0.5, 4.0)
         r_e = float(np.exp(rng.uniform(np.log(1.5), np.log(max(2.0, 0.06 * min(nx, ny))))))
@@ -272,10 +279,10 @@ def _add_galaxies(img: np.ndarray, rng: np.random.Generator, lam: np.ndarray) ->
         img[x0:x1, y0:y1] += block.astype(np.float32)
 
 
-def _add_stars(img: np.ndarray, rng: np.random.Generator, lam: np.ndarray) -> None:
+def _add_stars(img: np.ndarray, rng: np.random.Generator, lam: np.ndarray, density: float = 1.0) -> None:
     """Point sources with power-law fluxes and sloped continua, deposited with bilinear weights."""
     nx, ny, _ = img.shape
-    n_star = rng.poisson(60 * nx * ny / 256 ** 2) + 1
+    n_star = rng.poisson(60 * density * nx * ny / 256 ** 2) + 1
     pos = rng.uniform(0, 1, (n_star, 2)) * np.array([nx - 1, ny - 1])
     flux = 400.0 * (rng.pareto(1.5, n_star) + 1.0)
     slope = rng.uniform(-1.0, 1.0, n_star)

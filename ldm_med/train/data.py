@@ -43,15 +43,20 @@ class VolumeRef:
 class Batch:
     """One batch. ``x``: ``(B, 1, H, W)`` slices or ``(B, 1, D, H, W)`` slabs (slice axis = dim 2),
     normalised to about [-1, 1]; ``labels``: ``(B,)`` class indices; ``missing``: ``(B, D)`` bool
-    training masks (slabs only, True = missing)."""
+    training masks (slabs only, True = missing); ``attrs``: ``(B, K)`` normalised attributes, NaN where
+    a sample has none, and ``keys`` the samples' names (generation from whole samples,
+    :mod:`ldm_med.train.gendata`: a frozen autoencoder's latents can be cached by name)."""
 
     x: Tensor
     labels: Tensor
     missing: Tensor | None = None
+    attrs: Tensor | None = None
+    keys: tuple[str, ...] | None = None
 
     def to(self, device: torch.device) -> Batch:
         return Batch(self.x.to(device), self.labels.to(device),
-                     None if self.missing is None else self.missing.to(device))
+                     None if self.missing is None else self.missing.to(device),
+                     None if self.attrs is None else self.attrs.to(device), self.keys)
 
 
 def step_rng(seed: int, stream: int, step: int, rank: int = 0) -> np.random.Generator:

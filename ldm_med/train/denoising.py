@@ -74,9 +74,13 @@ class _LatentDenoiserTask:
                                   opt.grad_clip, EMA(net, cfg.ema.decay, cfg.ema.warmup))
         self.precond = Denoiser(self.den.forward, self.sde, cfg.prediction)
         self.ema_precond = Denoiser(self.den.ema.model, self.sde, cfg.prediction)
-        self.data = TrainingData(cfg.data, slabs=True, masks=self.masks, labels=self.class_names,
-                                 seed=cfg.train.seed, rank=ctx.rank, world_size=ctx.world_size)
+        self.data = self.build_data()
         self._val_cache: list[tuple] | None = None
+
+    def build_data(self):
+        cfg, ctx = self.cfg, self.ctx
+        return TrainingData(cfg.data, slabs=True, masks=self.masks, labels=self.class_names,
+                            seed=cfg.train.seed, rank=ctx.rank, world_size=ctx.world_size)
 
     @property
     def trainables(self) -> list[Trainable]:
@@ -196,38 +200,91 @@ class InpaintingTask(_LatentDenoiserTask):
 
 
 class GenerationTask(_LatentDenoiserTask):
-    """Whole latent slabs, with class labels (and label dropout for classifier-free guidance)."""
+    """Whole latent images or slabs, with class labels, attributes (presets and folders) and their
+    dropout for classifier-free guidance. From generator/real/paths sources it trains on 3D crops with
+    labels only; from presets and folders on whole 2D or 3D samples (:mod:`ldm_med.train.gendata`)."""
+
+    def build_data(self):
+        cfg, ctx = self.cfg, self.ctx
+        if not cfg.data.sources[0].whole_samples:
+            return super().build_data()
+        from ldm_med.train.gendata import GenerationData
+
+        return GenerationData(cfg.data, labels=self.class_names, attributes=cfg.attributes,
+                              seed=cfg.train.seed, rank=ctx.rank, world_size=ctx.world_size)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, keys: tuple[str, ...] | None = None) -> torch.Tensor:
+        """Scaled latents of a pixel batch: ``(B, 1, H, W)`` images or ``(B, 1, D, H, W)`` slabs. Whole
+        samples are encoded once (the autoencoder is frozen and its mean latent deterministic) and
+        cached by name: on CPU the encoder otherwise costs as much as the denoiser's step."""
+        def run(v: torch.Tensor) -> torch.Tensor:
+            return (self.ae.encode(v)[0] if v.ndim == 4 else self.ae.encode_volume(v)) * self.latent_scale
+
+        if keys is None:
+            return run(x)
+        cache = self.__dict__.setdefault("_latents", {})
+        todo = [i for i, k in enumerate(keys) if k not in cache]
+        if todo:
+            for i, z in zip(todo, run(x[todo])):
+                cache[keys[i]] = z
+        return torch.stack([cache[k] for k in keys])
 
     def inputs(self, batch: Batch, generator: torch.Generator | None, label_dropout: float) -> tuple:
+        from ldm_med.generation.conditioning import attribute_channels, drop_conditioning
+
         batch = batch.to(self.ctx.device)
-        target, labels = generation_inputs(self.ae, batch.x, batch.labels, self.latent_scale,
-                                           num_classes=self.cfg.model.num_classes,
-                                           label_dropout=label_dropout, generator=generator)
-        return target, None, labels, None
+        if batch.attrs is None and batch.x.ndim == 5 and not self.cfg.attributes:
+            target, labels = generation_inputs(self.ae, batch.x, batch.labels, self.latent_scale,
+                                               num_classes=self.cfg.model.num_classes,
+                                               label_dropout=label_dropout, generator=generator)
+            return target, None, labels, None
+        z = self.encode(batch.x, batch.keys)
+        labels, attrs = batch.labels, batch.attrs
+        if label_dropout > 0:
+            labels, attrs = drop_conditioning(labels, attrs, self.cfg.model.num_classes, label_dropout,
+                                              label_dropout, generator)
+        cond = attribute_channels(attrs, tuple(z.shape[2:]), len(self.cfg.attributes))
+        return z, cond, (labels if self.cfg.model.num_classes else None), None
 
     @torch.no_grad()
     def sample_grid(self, path: Path, batches: list[Batch]) -> Path:
         from ldm_med.diffusion.samplers import sample
+        from ldm_med.generation.conditioning import attribute_channels
 
         batch = batches[0] if batches else self.data.batch(0, SAMPLES)
         dev, n = self.ctx.device, 4
-        d, h, w = self.cfg.data.crop
+        crop = tuple(self.cfg.data.crop)
         f = self.ae.downsample
         names = self.class_names
         labels = torch.arange(n, device=dev) % len(names) if names else None
-        denoise = (lambda x, t: self.ema_precond(x, t, labels=labels))  # noqa: E731
-        shape = (n, self.cfg.model.in_channels, d, h // f, w // f)
-        z = sample(self.cfg.sampler.name, denoise, shape, self.sde, self.cfg.sampler.steps,
-                   generator=seeded_generator(0, dev), device=dev)
-        vols = self.ae.decode_volume(z / self.latent_scale).float().cpu().numpy()[:, 0]  # (n, D, H, W)
+        lat = (*crop[:-2], crop[-2] // f, crop[-1] // f)
+        k = len(self.cfg.attributes)
+        cond = attribute_channels(torch.full((n, k), float("nan"), device=dev), lat, k)
+        denoise = (lambda x, t: self.ema_precond(x, t, cond=cond, labels=labels))  # noqa: E731
+        z = sample(self.cfg.sampler.name, denoise, (n, self.cfg.model.in_channels, *lat), self.sde,
+                   self.cfg.sampler.steps, generator=seeded_generator(0, dev), device=dev)
+        z = z / self.latent_scale
+        vols = (self.ae.decode(z) if len(crop) == 2 else self.ae.decode_volume(z)).float().cpu().numpy()[:, 0]
         real = batch.x[:n, 0].numpy()
+        cols = [names[int(c)] for c in labels] if names else None
+        if len(crop) == 2:
+            return save_grid(path, [list(vols), list(real)], ["sample", "data"], cols,
+                             title=f"{path.stem}: EMA denoiser samples")
+        d, h = crop[0], crop[1]
         rows = [[v[d // 2] for v in vols], [v[:, h // 2, :] for v in vols],
                 [v[d // 2] for v in real], [v[:, h // 2, :] for v in real]]
-        cols = [names[int(k)] for k in labels] if names else None
         titles = ["sample slice", "sample through-plane", "data slice", "data through-plane"]
         return save_grid(path, rows, titles, cols, title=f"{path.stem}: EMA denoiser samples")
 
     def export_extra(self) -> dict[str, Any]:
-        if not self.class_names:
-            return {}
-        return {"label_names": self.class_names, "null_label": len(self.class_names)}
+        extra: dict[str, Any] = {"spatial_dims": len(self.cfg.data.crop), "size": list(self.cfg.data.crop)}
+        if self.class_names:
+            extra.update(label_names=self.class_names, null_label=len(self.class_names))
+        if self.cfg.data.sources[0].whole_samples:
+            from ldm_med.train.gendata import class_infos
+
+            infos = class_infos(self.cfg.data.sources, len(self.cfg.data.crop))
+            extra.update(attributes=self.cfg.attributes,
+                         classes={k: v.to_dict() for k, v in infos.items()})
+        return extra

@@ -5,6 +5,8 @@ tasks only read (the recipe passed in is never changed):
 
 * ``autoencoder``: a run folder becomes the model file inside it;
 * ``model.num_classes``: 0 becomes the number of classes the sources name (``task: generation``);
+* ``labels.names``, ``attributes`` and ``model.cond_channels`` of generation from whole samples (presets,
+  folders): the class names in order, each attribute's range, and two conditioning channels per attribute;
 * ``residual_scale``: null becomes the standard deviation of the latent residual on missing slices,
   measured on rank 0 with the frozen autoencoder and broadcast to every rank.
 """
@@ -23,6 +25,8 @@ def resolve(cfg: AutoencoderRun | DiffusionRun | RefinerRun, ctx: DistContext):
     if not isinstance(cfg, DiffusionRun):
         return cfg
     cfg = dataclasses.replace(cfg, autoencoder=autoencoder_file(cfg.autoencoder))
+    if cfg.task == "generation" and cfg.data.sources[0].whole_samples:
+        cfg = resolve_whole_samples(cfg)
     names = cfg.class_names()
     if names and cfg.model.num_classes == 0:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=len(names)))
@@ -33,6 +37,20 @@ def resolve(cfg: AutoencoderRun | DiffusionRun | RefinerRun, ctx: DistContext):
         value = estimate_residual_scale(cfg, ctx) if ctx.is_main else None
         cfg = dataclasses.replace(cfg, residual_scale=float(broadcast_object(value, ctx)))
     return cfg
+
+
+def resolve_whole_samples(cfg: DiffusionRun) -> DiffusionRun:
+    """Class names, attribute ranges and conditioning channels of a generation run on presets/folders."""
+    from ldm_med.train.gendata import attribute_specs, folder_files
+
+    names: list[str] = []
+    for src in cfg.data.sources:
+        found = [src.class_name] if src.preset is not None else list(folder_files(src.folder))
+        names += [n for n in found if n not in names]
+    attributes = cfg.attributes or attribute_specs(cfg.data.sources, cfg.data.crop)
+    labels = dataclasses.replace(cfg.labels, names=tuple(names)) if cfg.labels.enabled else cfg.labels
+    model = dataclasses.replace(cfg.model, cond_channels=2 * len(attributes))
+    return dataclasses.replace(cfg, labels=labels, attributes=attributes, model=model)
 
 
 def autoencoder_file(path: str | None) -> str:

@@ -23,7 +23,7 @@ def test_shipped_recipes_are_present():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_every_shipped_recipe_loads_and_round_trips(path):
     cfg = load_config(path)
-    assert isinstance(cfg, RUN_CLASSES[path.stem.split("_", 1)[1]])
+    assert isinstance(cfg, RUN_CLASSES[yaml.safe_load(path.read_text())["kind"]])
     resolved = to_dict(cfg)
     assert yaml.safe_load(yaml.safe_dump(resolved)) == resolved  # plain data
     assert from_dict(resolved) == cfg

@@ -1,0 +1,158 @@
+"""``generate``: synthetic images and volumes from a class- and attribute-conditional latent diffusion model.
+
+Each sample: Gaussian noise seeded with ``seed + i`` -> guided latent sampling (class label, requested
+attributes, classifier-free guidance) -> the autoencoder's decoder -> the class's intensity stretch back to
+physical units -> a :class:`Volume` with the class's voxel size, marked synthetic in its metadata together
+with every setting, the model and the attribute measured on the result.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ldm_med.errors import InputError
+from ldm_med.generation.model import GenerationModel, load_generation_model
+from ldm_med.options import GenerateOptions
+from ldm_med.progress import Progress, no_progress
+from ldm_med.volume import Volume
+
+CT_RANGE = (-1024.0, 3071.0)  # what CT scanners store
+
+
+@dataclass
+class Generation:
+    """The samples of one ``generate`` call, in order (sample ``i`` has seed ``options.seed + i``)."""
+
+    volumes: list[Volume]
+    options: GenerateOptions
+    seconds: float
+    natural_format: str
+    notes: list[str] = field(default_factory=list)
+
+
+def generate(options: GenerateOptions, progress: Progress | None = None) -> Generation:
+    """Draw ``options.n`` samples (see the module docstring). ``progress("generate", done, total)`` counts
+    sampler steps; raising ``ldm_med.Cancelled`` from it stops the work."""
+    from ldm_med.utils import resolve_device
+
+    progress = progress or no_progress
+    start = time.perf_counter()
+    device = resolve_device(options.device)
+    model = load_generation_model(options.checkpoint, options.dims, device)
+    label, size = check_request(model, options)
+    attrs, notes = attribute_vector(model, options)
+    info = model.classes[options.preset]
+    total = options.n * options.steps
+    done = [0]
+
+    def report(n: int) -> None:
+        done[0] = n
+        progress("generate", n, total)
+
+    report(0)
+    volumes = []
+    for i in range(options.n):
+        def step(s, i=i):
+            report(i * options.steps + min(s.step + 1, options.steps))
+
+        with _autocast(device):
+            x = _sample(model, options, label, attrs, size, options.seed + i, device, step)
+        volumes.append(_as_volume(x, model, options, info, i, notes))
+    if done[0] < total:
+        report(total)
+    return Generation(volumes, options, time.perf_counter() - start, info["natural_format"], notes)
+
+
+def _sample(model, options, label, attrs, size, seed, device, callback):
+    from ldm_med.generation.sampling import sample_one
+
+    return sample_one(model, label=label, attrs=attrs, guidance=options.guidance, sampler=options.sampler,
+                      steps=options.steps, size=size, seed=seed, device=device, callback=callback)
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA (the denoiser is small; the decoder stays numerically safe in bf16);
+    plain float32 on CPU, where bf16 is many times slower."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def check_request(model: GenerationModel, options: GenerateOptions) -> tuple[int, tuple[int, ...]]:
+    """The class index and the sample size, or an ``InputError`` saying what the model cannot do."""
+    where = model.path.name
+    if model.dims != options.dims:
+        raise InputError(f"{where}: a {model.dims}D model, but --dims {options.dims} was asked")
+    if options.preset not in model.label_names:
+        raise InputError(f"{where}: no class {options.preset!r}; it has {', '.join(model.label_names)}")
+    size = tuple(options.size) if options.size else model.size
+    mult = model.size_multiple()
+    if any(s % m or s < m for s, m in zip(size, mult)):
+        raise InputError(f"{where}: cannot produce size {list(size)}: each size must be a positive multiple "
+                         f"of {list(mult)} (trained at {list(model.size)})")
+    return model.label_names.index(options.preset), size
+
+
+def class_attributes(model: GenerationModel, name: str) -> list[str]:
+    """The attributes class ``name`` was trained with (a preset's own; every attribute for folders)."""
+    preset = model.classes[name].get("preset")
+    if preset is None:
+        return list(model.attributes)
+    from ldm_med.data.presets import get_preset
+
+    return [get_preset(preset).attribute.name]
+
+
+def attribute_vector(model: GenerationModel, options: GenerateOptions) -> tuple[torch.Tensor, list[str]]:
+    """``(1, K)`` normalised requested attributes (NaN where not requested), and the clamping notes."""
+    allowed = class_attributes(model, options.preset)
+    vec = torch.full((1, len(model.attributes)), float("nan"))
+    notes = []
+    for name, value in options.attrs:
+        if name not in allowed:
+            raise InputError(f"unknown attribute {name!r} for {options.preset}; it has "
+                             f"{', '.join(allowed) or 'none'}")
+        spec = model.attributes[name]
+        lo, hi = float(spec["low"]), float(spec["high"])
+        if not lo <= value <= hi:
+            clamped = min(max(value, lo), hi)
+            note = (f"{name}={value:g} is outside the trained range [{lo:g}, {hi:g}] {spec['unit']}; "
+                    f"clamped to {clamped:g}")
+            warnings.warn(note, UserWarning, stacklevel=3)
+            notes.append(note)
+            value = clamped
+        vec[0, list(model.attributes).index(name)] = 2.0 * (value - lo) / (hi - lo) - 1.0
+    return vec, notes
+
+
+def _as_volume(x: np.ndarray, model: GenerationModel, options: GenerateOptions, info: dict, i: int,
+               notes: list[str]) -> Volume:
+    from ldm_med.data.presets import Stretch
+
+    data = Stretch.from_dict(info["stretch"]).inverse(x)
+    if info["modality"] == "CT":
+        data = np.clip(np.rint(data), *CT_RANGE).astype(np.float32)
+    spacing = list(info["spacing"])
+    if data.ndim == 2:
+        data, spacing = data[:, :, None], [*spacing, 1.0]
+    else:
+        data = np.ascontiguousarray(np.moveaxis(data, 0, 2))  # (D, H, W) -> (X, Y, Z), slices along z
+    meta = {"modality": info["modality"], "synthetic": True, "spatial_unit": info["spatial_unit"],
+            "description": f"SYNTHETIC {options.preset} sample generated by ldm-med (not acquired data)",
+            "provenance": {"generator": "ldm-med generate", **options.settings(), "sample": i,
+                           "sample_seed": options.seed + i, "model": model.path.name,
+                           "model_sha256": model.sha256, "notes": notes}}
+    preset = info.get("preset")
+    if preset:
+        from ldm_med.data.presets import get_preset
+
+        p = get_preset(preset)
+        meta["provenance"]["measured"] = {p.attribute.name: round(p.measure(data[:, :, 0] if options.dims == 2
+                                                                            else data), 3)}
+    return Volume(data, np.diag([*spacing, 1.0]), slice_axis=2, metadata=meta)
