@@ -1,20 +1,23 @@
-"""The reconstruction as a generator of progress events, for a napari thread worker (no Qt here).
+"""Long ``ldm_med`` work for the napari widgets: a generator of progress events for a napari thread
+worker (``Job``), and the Run / Cancel / progress-bar behaviour the widgets share (``JobControls``).
 
-``reconstruction_job`` runs ``ldm_med.reconstruct`` on a helper thread and yields one
+``Job`` runs its work (``ldm_med.reconstruct``, ``ldm_med.generate``) on a helper thread and yields one
 ``(stage, done, total)`` per progress call, so the worker's generator moves (and the GUI's progress
 bar with it) at every step of the work. Cancelling sets ``job.cancel``: the progress callback raises
 ``ldm_med.Cancelled`` at the next step, and the generator returns ``None``.
 
-    job = Job(volume, missing, options)
+    job = Job(lambda progress: ldm_med.reconstruct(volume, missing, options, progress=progress))
     for stage, done, total in job.events():   # in the worker thread
         ...
     result = job.result
+
+Importing this module loads neither Qt nor napari nor torch; ``JobControls`` imports napari when it runs.
 """
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -23,10 +26,11 @@ _END = object()
 
 
 class Job:
-    """One reconstruction: inputs, a cancel flag, the last progress seen and the result."""
+    """One run of ``work(progress)``: a cancel flag, the last progress seen and the result."""
 
-    def __init__(self, volume: Any, missing: np.ndarray, options: Any) -> None:
-        self.volume, self.missing, self.options = volume, missing, options
+    def __init__(self, work: Callable[[Callable[[str, int, int], None]], Any],
+                 name: str = "ldm-med") -> None:
+        self.work, self.name = work, name
         self.cancel = threading.Event()
         self.last: tuple[str, int, int] | None = None
         self.result: Any = None
@@ -41,23 +45,20 @@ class Job:
         self._events.put(self.last)
 
     def events(self) -> Iterator[tuple[str, int, int]]:
-        """Run the reconstruction; yield every progress call; return (and keep) the result, or
-        ``None`` when cancelled (a cancel is not an error). Raises what the reconstruction raised."""
-        import ldm_med
-
+        """Run the work; yield every progress call; return (and keep) the result, or ``None`` when
+        cancelled (a cancel is not an error). Raises what the work raised."""
         self._events: queue.Queue = queue.Queue()
         failure: list[BaseException] = []
 
         def work() -> None:
             try:
-                self.result = ldm_med.reconstruct(self.volume, self.missing, self.options,
-                                                  progress=self.progress)
+                self.result = self.work(self.progress)
             except BaseException as exc:  # handed to the generator, which re-raises it
                 failure.append(exc)
             finally:
                 self._events.put(_END)
 
-        thread = threading.Thread(target=work, name="ldm-med reconstruct", daemon=True)
+        thread = threading.Thread(target=work, name=self.name, daemon=True)
         thread.start()
         while (event := self._events.get()) is not _END:
             yield event
@@ -68,6 +69,136 @@ class Job:
         if failure:
             raise failure[0]
         return self.result
+
+
+class JobControls:
+    """Mixin for a magicgui ``Container`` that runs one ``Job`` at a time: napari's thread worker,
+    a progress bar in the activity dock, Cancel, errors as notifications.
+
+    The widget provides ``run_button``, ``cancel_button``, ``status`` (a ``Label``) and
+    ``_on_done(result)``; it calls ``_start(job, sync)``. ``_job``, ``_worker`` and ``_pbar`` are the
+    running job, its worker and its progress bar (``None`` when idle).
+    """
+
+    _job: Job | None = None
+    _worker: Any = None
+    _pbar: Any = None
+    _stage: str | None = None  # the stage the progress bar shows
+
+    def _start(self, job: Job, sync: bool = False) -> None:
+        """Run ``job`` in a napari thread worker (or, with ``sync``, in this thread)."""
+        self._job = job
+        self._set_running(True)
+        if sync:
+            self._run_here(job)
+            return
+        from napari.qt.threading import create_worker
+
+        # with an "errored" handler the worker does not re-raise errors in the GUI thread: the handler
+        # shows them as notifications
+        self._worker = create_worker(job.events, _start_thread=False, _connect={
+            "yielded": self._on_progress, "returned": self._on_done, "errored": self._on_error,
+            "aborted": self._on_aborted, "finished": lambda: self._set_running(False)})
+        self._worker.start()
+
+    def _run_here(self, job: Job) -> None:
+        events = job.events()
+        try:
+            while True:
+                self._on_progress(next(events))
+        except StopIteration as stop:
+            self._on_done(stop.value)
+        except Exception as exc:
+            self._on_error(exc)
+        finally:
+            self._set_running(False)
+
+    def cancel(self) -> None:
+        """Stop the running job at its next step."""
+        if self._job is not None:
+            self._job.cancel.set()
+            self.status.value = "cancelling..."
+
+    def _on_aborted(self) -> None:
+        """The worker was quit (napari's task status, or napari closing): stop the computation too,
+        at its next step."""
+        if self._job is not None:
+            self._job.cancel.set()
+        self.status.value = "cancelled"
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.enabled = not running
+        self.cancel_button.enabled = running
+        if running:
+            self._info(self.status, "starting...")
+            return
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._job, self._worker = None, None
+
+    def _on_progress(self, event: tuple[str, int, int]) -> None:
+        from napari.utils import progress
+
+        if self._job is None:  # a late event of a run that has ended
+            return
+        stage, done, total = event
+        self.status.value = f"{stage}: {done}/{total}"
+        # a local reference: updating the bar runs napari's handlers, which may end the run meanwhile
+        pbar = self._pbar
+        if pbar is None:
+            pbar = self._pbar = progress(total=total, desc=f"ldm-med: {stage}")
+            self._stage = stage
+        if stage != self._stage:  # tqdm adds ": " to a description, so compare the stage
+            pbar.set_description(f"ldm-med: {stage}")
+            self._stage = stage
+        if pbar.total != total:
+            pbar.total = total
+        pbar.update(done - pbar.n)
+
+    def _on_error(self, exc: BaseException) -> None:
+        """A failed run: one line for bad input (``InputError``), napari's error report (with the
+        traceback) for anything else."""
+        from napari.utils.notifications import notification_manager, show_error
+
+        import ldm_med
+
+        self._info(self.status, f"failed: {exc}", warn=True)
+        if isinstance(exc, ldm_med.InputError):
+            show_error(f"ldm-med: {exc}")
+        else:
+            notification_manager.receive_error(type(exc), exc, exc.__traceback__)
+
+    def _on_done(self, result: Any) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _info(label: Any, text: str, warn: bool = False) -> None:
+        """Show ``text`` in ``label`` (orange and bold with ``warn``)."""
+        label.value = text
+        label.native.setStyleSheet("color: #ff9c38; font-weight: bold;" if warn else "")
+
+
+def device_choices() -> list[str]:
+    """The devices to offer: auto, every CUDA device, mps where there is one, cpu."""
+    import torch
+
+    choices = ["auto"]
+    if torch.cuda.is_available():
+        choices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        choices.append("mps")
+    return choices + ["cpu"]
+
+
+def resolves_to_gpu(device: str) -> bool:
+    import torch
+
+    if device == "auto":
+        mps = getattr(torch.backends, "mps", None)
+        return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
+    return device != "cpu"
 
 
 def estimate_seconds(shape: tuple[int, ...], options: Any, on_gpu: bool) -> float:

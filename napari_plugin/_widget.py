@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
 
-from napari_plugin._job import Job, estimate_seconds, format_seconds
+from napari_plugin._job import (
+    Job,
+    JobControls,
+    device_choices,
+    estimate_seconds,
+    format_seconds,
+    resolves_to_gpu,
+)
 from napari_plugin._layers import (
     format_slices,
     shear_matrix,
@@ -32,7 +39,7 @@ AUTO, FROM_LABELS, SPEC = "auto-detect", "from a Labels layer", "spec"
 BUNDLED, CHECKPOINT = "bundled default", "checkpoint file"
 
 
-class ReconstructWidget(Container):
+class ReconstructWidget(JobControls, Container):
     """Reconstruct the missing slices of an image layer (see the module docstring)."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -60,7 +67,7 @@ class ReconstructWidget(Container):
         self.steps = SpinBox(label="steps", min=1, max=1000, value=defaults.steps)
         self.adapt_steps = SpinBox(label="adapt steps", min=0, max=100000, value=defaults.adapt_steps)
         self.advanced = Container(widgets=[self.sampler, self.steps, self.adapt_steps], visible=False)
-        self.device = ComboBox(label="device", choices=_device_choices())
+        self.device = ComboBox(label="device", choices=device_choices())
         self.device_info = Label(label="")
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=defaults.seed)
         self.run_button = PushButton(text="Run")
@@ -79,10 +86,6 @@ class ReconstructWidget(Container):
         self._mask: np.ndarray | None = None
         self._preview = None  # the Labels layer showing the missing slices
         self._preview_source = None  # the image layer it shows them for
-        self._job: Job | None = None
-        self._worker = None
-        self._pbar = None
-        self._stage: str | None = None  # the stage the progress bar shows
         self._connect()
         self._on_image()
 
@@ -191,7 +194,7 @@ class ReconstructWidget(Container):
         except Exception as exc:
             self._info(self.device_info, str(exc), warn=True)
             return
-        on_gpu = _resolves_to_gpu(self.device.value)
+        on_gpu = resolves_to_gpu(self.device.value)
         eta = ""
         if layer is not None:
             eta = f"about {format_seconds(estimate_seconds(layer.data.shape, options, on_gpu))}"
@@ -215,15 +218,12 @@ class ReconstructWidget(Container):
             steps=self.steps.value, samples=self.samples.value, seed=self.seed.value,
             device=self.device.value, checkpoint=checkpoint)
 
-    @staticmethod
-    def _info(label: Label, text: str, warn: bool = False) -> None:
-        label.value = text
-        label.native.setStyleSheet("color: #ff9c38; font-weight: bold;" if warn else "")
-
     # -- running ------------------------------------------------------------------------------
     def run(self, sync: bool = False) -> None:
         """Start a reconstruction in a thread worker (or, with ``sync``, in this thread)."""
         from napari.utils.notifications import show_error
+
+        import ldm_med
 
         if self._job is not None:
             return
@@ -241,88 +241,10 @@ class ReconstructWidget(Container):
         except Exception as exc:
             show_error(f"ldm-med: {exc}")
             return
-        self._job = Job(volume, self._mask.copy(), options)
+        mask = self._mask.copy()
         self._source = layer
-        self._set_running(True)
-        if sync:
-            self._run_here(self._job)
-            return
-        from napari.qt.threading import create_worker
-
-        # with an "errored" handler the worker does not re-raise errors in the GUI thread: the handler
-        # shows them as notifications
-        self._worker = create_worker(self._job.events, _start_thread=False, _connect={
-            "yielded": self._on_progress, "returned": self._on_done, "errored": self._on_error,
-            "aborted": self._on_aborted, "finished": lambda: self._set_running(False)})
-        self._worker.start()
-
-    def _run_here(self, job: Job) -> None:
-        events = job.events()
-        try:
-            while True:
-                self._on_progress(next(events))
-        except StopIteration as stop:
-            self._on_done(stop.value)
-        except Exception as exc:
-            self._on_error(exc)
-        finally:
-            self._set_running(False)
-
-    def cancel(self) -> None:
-        """Stop the running reconstruction at its next step."""
-        if self._job is not None:
-            self._job.cancel.set()
-            self.status.value = "cancelling..."
-
-    def _on_aborted(self) -> None:
-        """The worker was quit (napari's task status, or napari closing): stop the computation too,
-        at its next step."""
-        if self._job is not None:
-            self._job.cancel.set()
-        self.status.value = "cancelled"
-
-    def _set_running(self, running: bool) -> None:
-        self.run_button.enabled = not running
-        self.cancel_button.enabled = running
-        if running:
-            self._info(self.status, "starting...")
-            return
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-        self._job, self._worker = None, None
-
-    def _on_progress(self, event: tuple[str, int, int]) -> None:
-        from napari.utils import progress
-
-        if self._job is None:  # a late event of a run that has ended
-            return
-        stage, done, total = event
-        self.status.value = f"{stage}: {done}/{total}"
-        # a local reference: updating the bar runs napari's handlers, which may end the run meanwhile
-        pbar = self._pbar
-        if pbar is None:
-            pbar = self._pbar = progress(total=total, desc=f"ldm-med: {stage}")
-            self._stage = stage
-        if stage != self._stage:  # tqdm adds ": " to a description, so compare the stage
-            pbar.set_description(f"ldm-med: {stage}")
-            self._stage = stage
-        if pbar.total != total:
-            pbar.total = total
-        pbar.update(done - pbar.n)
-
-    def _on_error(self, exc: BaseException) -> None:
-        """A failed run: one line for bad input (``InputError``), napari's error report (with the
-        traceback) for anything else."""
-        from napari.utils.notifications import notification_manager, show_error
-
-        import ldm_med
-
-        self._info(self.status, f"failed: {exc}", warn=True)
-        if isinstance(exc, ldm_med.InputError):
-            show_error(f"ldm-med: {exc}")
-        else:
-            notification_manager.receive_error(type(exc), exc, exc.__traceback__)
+        self._start(Job(lambda progress: ldm_med.reconstruct(volume, mask, options, progress=progress),
+                        name="ldm-med reconstruct"), sync)
 
     def _on_done(self, result: Any) -> None:
         if result is None:
@@ -384,24 +306,3 @@ def volume_from_layer(layer: Any, axis: int, copy: bool = True) -> Any:
     metadata = {k: md[k] for k in ("modality", "rescale") if k in md}
     metadata["source"] = layer.name
     return ldm_med.Volume(data, affine, slice_axis=axis, acquired=acquired, metadata=metadata)
-
-
-def _device_choices() -> list[str]:
-    import torch
-
-    choices = ["auto"]
-    if torch.cuda.is_available():
-        choices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        choices.append("mps")
-    return choices + ["cpu"]
-
-
-def _resolves_to_gpu(device: str) -> bool:
-    import torch
-
-    if device == "auto":
-        mps = getattr(torch.backends, "mps", None)
-        return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
-    return device != "cpu"
