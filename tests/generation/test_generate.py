@@ -1,0 +1,182 @@
+"""``ldm-med generate`` end to end on tiny models: every preset, files, determinism, guidance, attributes,
+bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import ldm_med
+from ldm_med.cli import main
+from ldm_med.errors import InputError
+from ldm_med.options import GenerateOptions
+
+PRESETS = ("medical-ct", "medical-mr", "molecular", "astronomical")
+SUFFIX = {"medical-ct": ".nii.gz", "medical-mr": ".nii.gz", "molecular": ".mrc", "astronomical": ".fits"}
+
+
+def _opts(ckpt, preset="medical-ct", **kw):
+    kw.setdefault("steps", 3)
+    return GenerateOptions(preset=preset, checkpoint=str(ckpt), **kw)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_end_to_end_writes_marked_files_and_a_gallery(tiny_generator, tmp_path, preset):
+    out = tmp_path / preset
+    assert main(["generate", "--preset", preset, "--checkpoint", str(tiny_generator), "--n", "2",
+                 "--steps", "3", "--seed", "5", "--out", str(out), "-q"]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    stem = f"{preset}_2d_seed"
+    assert files == sorted([f"{stem}5{SUFFIX[preset]}", f"{stem}6{SUFFIX[preset]}", "gallery.png",
+                            "generation.json"])
+    vol = ldm_med.load_volume(out / f"{stem}5{SUFFIX[preset]}")
+    assert vol.data.shape[:2] == (16, 16) and np.isfinite(vol.data).all()
+    assert vol.metadata.get("synthetic") is True
+    prov = vol.metadata["provenance"]
+    assert prov["sample_seed"] == 5 and prov["preset"] == preset and prov["steps"] == 3
+    summary = json.loads((out / "generation.json").read_text())
+    assert summary["synthetic"] and [s["seed"] for s in summary["samples"]] == [5, 6]
+    from PIL import Image
+
+    gallery = np.asarray(Image.open(out / "gallery.png").convert("L"), dtype=float)
+    assert gallery.std() > 10  # not blank
+
+
+def test_same_seed_same_bytes_and_other_seeds_differ(tiny_generator, tmp_path):
+    for name in ("a", "b"):
+        assert main(["generate", "--preset", "molecular", "--checkpoint", str(tiny_generator), "--n", "2",
+                     "--steps", "3", "--out", str(tmp_path / name), "-q"]) == 0
+    for f in ("molecular_2d_seed0.mrc", "molecular_2d_seed1.mrc", "gallery.png"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    a0 = ldm_med.load_volume(tmp_path / "a" / "molecular_2d_seed0.mrc").data
+    a1 = ldm_med.load_volume(tmp_path / "a" / "molecular_2d_seed1.mrc").data
+    assert not np.array_equal(a0, a1)
+    # sample i of seed s is sample 0 of seed s + i
+    single = ldm_med.generate(_opts(tiny_generator, "molecular", seed=1)).volumes[0].data
+    np.testing.assert_array_equal(single.astype(np.float32), a1.astype(np.float32))
+
+
+def test_guidance_and_attributes_change_the_sample(tiny_generator):
+    base = ldm_med.generate(_opts(tiny_generator, "astronomical", guidance=0.0)).volumes[0].data
+    guided = ldm_med.generate(_opts(tiny_generator, "astronomical", guidance=3.0)).volumes[0].data
+    low = ldm_med.generate(_opts(tiny_generator, "astronomical", attrs=(("n_sources", 3.0),))).volumes[0].data
+    high = ldm_med.generate(_opts(tiny_generator, "astronomical", attrs=(("n_sources", 60.0),))).volumes[0].data
+    assert not np.allclose(base, guided) and not np.allclose(low, high)
+
+
+def test_out_of_range_attribute_is_clamped_with_a_warning(tiny_generator):
+    with pytest.warns(UserWarning, match="outside the trained range"):
+        result = ldm_med.generate(_opts(tiny_generator, attrs=(("body_diameter", 900.0),)))
+    assert "clamped to 290" in result.notes[0]
+    assert result.volumes[0].metadata["provenance"]["notes"] == result.notes
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "galaxy"], "unknown preset"),
+    (["--preset", "medical-ct", "--attr", "n_sources=4"], "unknown attribute 'n_sources' for medical-ct"),
+    (["--preset", "medical-ct", "--attr", "body_diameter"], "expected NAME=VALUE"),
+    (["--preset", "medical-ct", "--size", "18", "18"], "cannot produce size [18, 18]"),
+    (["--preset", "medical-ct", "--dims", "3"], "a 2D model, but --dims 3"),
+    (["--preset", "medical-ct", "--format", "png", "--n", "0"], "--n must be >= 1"),
+])
+def test_bad_requests_exit_2_with_one_line(tiny_generator, tmp_path, capsys, argv, message):
+    # an unknown shipped preset is refused before any model is loaded
+    ckpt = [] if argv[1] == "galaxy" else ["--checkpoint", str(tiny_generator)]
+    assert main(["generate", *argv, *ckpt, "--steps", "2", "--out", str(tmp_path / "o"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_outputs_are_not_overwritten_without_the_flag(tiny_generator, tmp_path, capsys):
+    args = ["generate", "--preset", "medical-mr", "--checkpoint", str(tiny_generator), "--n", "1",
+            "--steps", "2", "--out", str(tmp_path), "-q"]
+    assert main(args) == 0
+    before = (tmp_path / "medical-mr_2d_seed0.nii.gz").read_bytes()
+    assert main([*args, "--seed", "0"]) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert (tmp_path / "medical-mr_2d_seed0.nii.gz").read_bytes() == before
+
+
+def test_a_checkpoint_that_is_not_a_generation_model_is_refused(tiny_ae, tmp_path, capsys):
+    assert main(["generate", "--preset", "medical-ct", "--checkpoint", str(tiny_ae), "--out",
+                 str(tmp_path), "-q"]) == 2
+    assert "not a generation model" in capsys.readouterr().err
+
+
+def test_list_shows_each_preset_with_its_attribute(tiny_generator, capsys):
+    assert main(["generate", "--list", "--checkpoint", str(tiny_generator)]) == 0
+    out = capsys.readouterr().out
+    for preset in PRESETS:
+        assert preset in out
+    assert "n_sources=[3, 60] count" in out and "radius_of_gyration" in out
+
+
+def test_cancel_from_the_progress_callback_stops(tiny_generator):
+    seen = []
+
+    def progress(stage, done, total):
+        seen.append(done)
+        if done >= 2:
+            raise ldm_med.Cancelled()
+
+    with pytest.raises(ldm_med.Cancelled):
+        ldm_med.generate(_opts(tiny_generator, n=3, steps=3), progress=progress)
+    assert max(seen) == 2
+
+
+def test_a_folder_trained_attribute_moves_samples_the_requested_way(tiny_ae, tmp_path):
+    """Images whose bright disc has the radius given in attributes.csv; a tiny model trained briefly on
+    them must draw bigger discs when asked for a bigger radius."""
+    from tests.generation.conftest import tiny_recipe
+
+    from ldm_med.train import train
+
+    data = tmp_path / "discs"
+    (data / "disc").mkdir(parents=True)
+    yy, xx = np.mgrid[:16, :16] - 7.5
+    rows = ["file,radius"]
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        r = 2.0 + 5.0 * (i % 6) / 5
+        img = np.where(np.hypot(yy, xx) < r, 1.0, 0.0) + 0.02 * rng.standard_normal((16, 16))
+        ldm_med.save_volume(ldm_med.Volume(img[:, :, None].astype(np.float32)), data / "disc" / f"{i}.nii.gz")
+        rows.append(f"disc/{i}.nii.gz,{r}")
+    (data / "attributes.csv").write_text("\n".join(rows) + "\n")
+    cfg = tiny_recipe("generate", "data.sources=[{folder: " + str(data) + "}]", "data.validation=[]",
+                      "train.steps=300", "train.val_every=1000", "train.sample_every=1000",
+                      "train.ckpt_every=300", "optim.lr=3.0e-3", "data.batch_size=8",
+                      "model.channels=[16,16]", autoencoder=tiny_ae)
+    out = tmp_path / "run"
+    torch.set_num_threads(1)
+    train(cfg, out, device="cpu", progress=False)
+    model = out / "model.safetensors"
+
+    def bright(radius: float) -> float:
+        opts = GenerateOptions(preset="disc", checkpoint=str(model), n=6, steps=10, guidance=2.0,
+                               attrs=(("radius", radius),))
+        vols = ldm_med.generate(opts).volumes
+        return float(np.mean([(v.data > 0.5).mean() for v in vols]))  # discs are 1, the rest 0
+
+    small, large = bright(2.0), bright(7.0)  # true disc areas: 5% and 60% of the image
+    assert large > small + 0.2, (small, large)
+
+
+def test_preset_generators_follow_their_attribute():
+    from ldm_med.data.presets import PRESETS as TABLE
+
+    for name, preset in TABLE.items():
+        values = [preset.measure(preset.sample(seed, 2).data[:, :, 0]) for seed in range(16)]
+        spec = preset.attribute
+        assert min(values) < spec.low + 0.5 * (spec.high - spec.low) < max(values), (name, values)
+
+
+def test_stretch_round_trips():
+    from ldm_med.data.presets import PRESETS as TABLE
+
+    x = np.array([-1000.0, 0.0, 50.0, 400.0, 2500.0], dtype=np.float32)
+    for preset in TABLE.values():
+        back = preset.stretch.inverse(preset.stretch.forward(x))
+        np.testing.assert_allclose(back, x, rtol=1e-4, atol=1e-3 * preset.stretch.scale)
