@@ -10,7 +10,6 @@ import torch
 
 import ldm_med
 from ldm_med.cli import main
-from ldm_med.errors import InputError
 from ldm_med.options import GenerateOptions
 
 PRESETS = ("medical-ct", "medical-mr", "molecular", "astronomical")
@@ -59,10 +58,11 @@ def test_same_seed_same_bytes_and_other_seeds_differ(tiny_generator, tmp_path):
 
 
 def test_guidance_and_attributes_change_the_sample(tiny_generator):
-    base = ldm_med.generate(_opts(tiny_generator, "astronomical", guidance=0.0)).volumes[0].data
-    guided = ldm_med.generate(_opts(tiny_generator, "astronomical", guidance=3.0)).volumes[0].data
-    low = ldm_med.generate(_opts(tiny_generator, "astronomical", attrs=(("n_sources", 3.0),))).volumes[0].data
-    high = ldm_med.generate(_opts(tiny_generator, "astronomical", attrs=(("n_sources", 60.0),))).volumes[0].data
+    def one(**kw):
+        return ldm_med.generate(_opts(tiny_generator, "astronomical", **kw)).volumes[0].data
+
+    base, guided = one(guidance=0.0), one(guidance=3.0)
+    low, high = one(attrs=(("n_sources", 3.0),)), one(attrs=(("n_sources", 60.0),))
     assert not np.allclose(base, guided) and not np.allclose(low, high)
 
 
@@ -130,9 +130,8 @@ def test_cancel_from_the_progress_callback_stops(tiny_generator):
 def test_a_folder_trained_attribute_moves_samples_the_requested_way(tiny_ae, tmp_path):
     """Images whose bright disc has the radius given in attributes.csv; a tiny model trained briefly on
     them must draw bigger discs when asked for a bigger radius."""
-    from tests.generation.conftest import tiny_recipe
-
     from ldm_med.train import train
+    from tests.generation.conftest import tiny_recipe
 
     data = tmp_path / "discs"
     (data / "disc").mkdir(parents=True)
