@@ -42,13 +42,16 @@ def load_volume(path: str | Path, *, axis: int | None = None, volume_index: int 
     return volume
 
 
-def save_volume(volume: Volume, path: str | Path) -> Path:
-    """Write ``volume`` as NIfTI (``.nii`` or ``.nii.gz``, RAS affine, sform and qform set),
-    atomically. Returns the path written."""
-    from ldm_med.io import save_nifti
+def save_volume(volume: Volume, path: str | Path, *, synthetic: bool = False,
+                provenance: dict | None = None, fmt: str | None = None) -> Path:
+    """Write ``volume`` atomically in the format of the suffix (or ``fmt``): NIfTI (``.nii``,
+    ``.nii.gz``: RAS affine, sform and qform set), MRC (``.mrc``, ``.map``, ``.mrcs``), FITS (``.fits``,
+    ``.fit``, ``.fts``, ``.fits.gz``), TIFF (``.tif``, ``.tiff``) or PNG (``.png``, one slice).
+    ``synthetic`` marks the file as synthetic in its own metadata; ``provenance`` (a JSON-serialisable
+    dict) is stored in it. Returns the path written. See ``ldm_med.io.write.save_volume_as``."""
+    from ldm_med.io import save_volume_as
 
-    save_nifti(volume, path)
-    return Path(path)
+    return save_volume_as(volume, path, synthetic=synthetic, provenance=provenance, fmt=fmt)
 
 
 def parse_missing(spec: str, volume: Volume) -> np.ndarray:
