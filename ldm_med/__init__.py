@@ -49,6 +49,7 @@ _LAZY = {
     "generate": "ldm_med.pipelines.generate",
     "Generation": "ldm_med.pipelines.generate",
     "save_generation": "ldm_med.api",
+    "preset_attributes": "ldm_med.api",
 }
 
 __all__ = ["Cancelled", "InputError", "Volume", "__version__", *_LAZY]
@@ -57,6 +58,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
     from ldm_med.api import (  # noqa: F401
         load_volume,
         parse_missing,
+        preset_attributes,
         save_generation,
         save_samples,
         save_volume,

@@ -94,3 +94,13 @@ def save_samples(result, path: str | Path) -> Path:
             "descrip": f"ldm-med {len(result.samples)} posterior samples"}
     save_nifti(result.volume.with_data(result.volume.data, metadata=meta), path, stack=result.samples)
     return Path(path)
+
+
+def preset_attributes() -> dict[str, dict]:
+    """Each shipped preset's attribute, without torch: ``{preset: {"name", "unit", "low", "high",
+    "description"}}``, ``low``-``high`` being the range the shipped models were trained on."""
+    from dataclasses import asdict
+
+    from ldm_med.data.presets import PRESETS
+
+    return {name: asdict(preset.attribute) for name, preset in PRESETS.items()}
