@@ -45,7 +45,8 @@ def test_manifest_contributions():
     pm.discover()
     manifest = pm.get_manifest("ldm-med")
     contrib = manifest.contributions
-    assert [w.display_name for w in contrib.widgets] == ["Reconstruct missing slices"]
+    assert [w.display_name for w in contrib.widgets] == ["Reconstruct missing slices",
+                                                        "Generate synthetic volumes"]
     assert contrib.readers[0].accepts_directories
     assert {s.key for s in contrib.sample_data} == {"ct_phantom", "mr_phantom", "molecule", "astro_cube"}
     assert [m.command for m in contrib.menus["napari/layers/filter"]] == ["ldm-med.reconstruct_widget"]
