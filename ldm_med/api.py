@@ -22,21 +22,22 @@ def load_volume(path: str | Path, *, axis: int | None = None, volume_index: int 
 
     Args:
         axis: the slice axis (0, 1 or 2) along which slices are missing. Default: the last voxel axis
-            for NIfTI, the acquisition axis for DICOM.
+            for NIfTI, the acquisition axis for DICOM, the section axis for MRC, the spectral (or third)
+            axis for FITS, the page axis for TIFF.
         volume_index: which volume of a 4D NIfTI (required when it holds several).
         series: DICOM only: the series index shown by ``ldm-med info`` or a SeriesInstanceUID.
             Default: the largest image series.
     """
     from ldm_med.errors import InputError
-    from ldm_med.io import is_dicom_input
     from ldm_med.io import load_volume as read
+    from ldm_med.io.nifti import NIBABEL_SUFFIXES, has_suffix
 
     path = Path(path)
     if axis is not None and axis not in (0, 1, 2):
         raise InputError(f"{path}: slice axis must be 0, 1 or 2, got {axis!r}")
     volume = read(path, volume_index=volume_index, series=series)
-    if axis is None and not is_dicom_input(path):
-        axis = 2  # NIfTI: the last voxel axis
+    if axis is None and has_suffix(path, NIBABEL_SUFFIXES):
+        axis = 2  # NIfTI: the last voxel axis (the other readers know their slice axis)
     if axis is not None and axis != volume.slice_axis:
         volume = volume.with_data(volume.data, slice_axis=axis, acquired=None)
     return volume
@@ -94,6 +95,54 @@ def save_samples(result, path: str | Path) -> Path:
             "descrip": f"ldm-med {len(result.samples)} posterior samples"}
     save_nifti(result.volume.with_data(result.volume.data, metadata=meta), path, stack=result.samples)
     return Path(path)
+
+
+EXTENSIONS = {"nifti": ".nii.gz", "mrc": ".mrc", "fits": ".fits", "tiff": ".tif", "png": ".png"}
+
+
+def save_generation(generation, out_dir: str | Path, *, fmt: str | None = None,
+                    overwrite: bool = False) -> list[Path]:
+    """Write a :class:`~ldm_med.pipelines.generate.Generation`: one file per sample in ``fmt`` (default the
+    preset's natural format: MRC for molecular, FITS for astronomical, NIfTI for medical), each marked
+    synthetic with its settings and seed in its metadata, plus ``gallery.png`` and ``generation.json``.
+    Returns the sample files. Nothing is overwritten unless ``overwrite``."""
+    import json
+
+    from ldm_med.errors import InputError
+    from ldm_med.io.write import save_volume_as, write_bytes
+    from ldm_med.pipelines.gallery import save_gallery
+
+    out = Path(out_dir)
+    fmt = fmt or generation.natural_format
+    if fmt not in EXTENSIONS:
+        raise InputError(f"--format {fmt!r}: valid formats are {', '.join(EXTENSIONS)}")
+    opts = generation.options
+    if fmt == "png" and opts.dims != 2:
+        raise InputError("--format png holds 2D images only; use nifti, mrc, fits or tiff for volumes")
+    names = [f"{opts.preset}_{opts.dims}d_seed{opts.seed + i}{EXTENSIONS[fmt]}"
+             for i in range(len(generation.volumes))]
+    targets = [out / n for n in names] + [out / "gallery.png", out / "generation.json"]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"{existing[0]}: exists (pass --overwrite to replace {len(existing)} file(s))")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{out}: cannot create the output folder ({err.strerror or err})") from None
+    paths = [save_volume_as(v, out / n, synthetic=True, provenance=v.metadata.get("provenance"), fmt=fmt)
+             for v, n in zip(generation.volumes, names)]
+    labels = [f"seed {opts.seed + i}" for i in range(len(paths))]
+    attrs = ", ".join(f"{k}={v:g}" for k, v in opts.attrs)
+    title = f"SYNTHETIC {opts.preset} ({opts.dims}D), guidance {opts.guidance:g}"
+    title += f", {attrs}" if attrs else ""
+    save_gallery(generation.volumes, out / "gallery.png", title=title, labels=labels)
+    summary = {"synthetic": True, "settings": opts.settings(), "format": fmt,
+               "seconds": round(generation.seconds, 2), "notes": generation.notes,
+               "samples": [{"file": p.name, "seed": opts.seed + i,
+                            "measured": v.metadata["provenance"].get("measured", {})}
+                           for i, (p, v) in enumerate(zip(paths, generation.volumes))]}
+    write_bytes(out / "generation.json", (json.dumps(summary, indent=2) + "\n").encode())
+    return paths
 
 
 def preset_attributes() -> dict[str, dict]:

@@ -108,6 +108,8 @@ class GenerateOptions:
         sampler, steps: the diffusion sampler and its number of steps.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
         checkpoint: a generation model file; default the shipped model for ``dims``.
+        decoder_noise: add white noise of the autoencoder's round-trip error on the class (recorded
+            in the model), so samples have the data's grain instead of the decoder's smooth mean.
     """
 
     preset: str
@@ -121,6 +123,7 @@ class GenerateOptions:
     steps: int = 20
     device: str = "auto"
     checkpoint: str | None = None
+    decoder_noise: bool = True
 
     def __post_init__(self) -> None:
         if self.checkpoint is None and self.preset not in PRESET_NAMES:
@@ -145,8 +148,10 @@ class GenerateOptions:
     def settings(self) -> dict:
         """Every setting, JSON-ready (written into each generated file)."""
         return {"preset": self.preset, "dims": self.dims,
-                "size": None if self.size is None else list(self.size), "n": self.n, "guidance": self.guidance, "attrs": dict(self.attrs), "seed": self.seed,
-                "sampler": self.sampler, "steps": self.steps, "checkpoint": self.checkpoint}
+                "size": None if self.size is None else list(self.size), "n": self.n,
+                "guidance": self.guidance, "attrs": dict(self.attrs), "seed": self.seed,
+                "sampler": self.sampler, "steps": self.steps, "checkpoint": self.checkpoint,
+                "decoder_noise": self.decoder_noise}
 
 
 def parse_attribute(spec: str) -> tuple[str, float]:

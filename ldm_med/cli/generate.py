@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS,
                    help="file format (default the preset's own: MRC molecular, FITS astronomical, "
                         "NIfTI medical)")
+    p.add_argument("--no-decoder-noise", dest="decoder_noise", action="store_false",
+                   help="do not add the autoencoder's residual noise (smooth samples: the decoder's mean)")
     p.add_argument("--out", help="output folder (sample files, gallery.png, generation.json)")
     p.add_argument("--overwrite", action="store_true", help="replace files that already exist")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress")
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     opts = ldm_med.GenerateOptions(
         preset=args.preset, dims=args.dims, size=tuple(args.size) if args.size else None, n=args.n,
         guidance=args.guidance, attrs=tuple(parse_attribute(a) for a in args.attr), seed=args.seed,
-        sampler=args.sampler, steps=args.steps, device=args.device, checkpoint=args.checkpoint)
+        sampler=args.sampler, steps=args.steps, device=args.device, checkpoint=args.checkpoint,
+        decoder_noise=args.decoder_noise)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         result = ldm_med.generate(opts, progress=None if args.quiet else progress_reporter())

@@ -1,7 +1,9 @@
 """``generate``: synthetic images and volumes from a class- and attribute-conditional latent diffusion model.
 
 Each sample: Gaussian noise seeded with ``seed + i`` -> guided latent sampling (class label, requested
-attributes, classifier-free guidance) -> the autoencoder's decoder -> the class's intensity stretch back to
+attributes, classifier-free guidance) -> the autoencoder's decoder, plus white noise of the decoder's
+round-trip error on that class (``decoder_noise``: the grain a decoder's mean leaves out) -> the
+class's intensity stretch back to
 physical units -> a :class:`Volume` with the class's voxel size, marked synthetic in its metadata together
 with every setting, the model and the attribute measured on the result.
 """
@@ -61,6 +63,9 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
 
         with _autocast(device):
             x = _sample(model, options, label, attrs, size, options.seed + i, device, step)
+        if options.decoder_noise and info.get("residual_std", 0.0) > 0:
+            rng = np.random.default_rng([options.seed + i, 1])  # a stream apart from the sampler's
+            x = x + np.float32(info["residual_std"]) * rng.standard_normal(x.shape, dtype=np.float32)
         volumes.append(_as_volume(x, model, options, info, i, notes))
     if done[0] < total:
         report(total)

@@ -282,9 +282,30 @@ class GenerationTask(_LatentDenoiserTask):
         if self.class_names:
             extra.update(label_names=self.class_names, null_label=len(self.class_names))
         if self.cfg.data.sources[0].whole_samples:
+            import dataclasses
+
             from ldm_med.train.gendata import class_infos
 
             infos = class_infos(self.cfg.data.sources, len(self.cfg.data.crop))
+            noise = self.residual_stds()
+            infos = {k: dataclasses.replace(v, residual_std=noise.get(k, 0.0)) for k, v in infos.items()}
             extra.update(attributes=self.cfg.attributes,
                          classes={k: v.to_dict() for k, v in infos.items()})
         return extra
+
+    @torch.no_grad()
+    def residual_stds(self) -> dict[str, float]:
+        """Per class, the std of ``x - decode(encode(x))`` over training samples: the detail and grain the
+        autoencoder does not keep, which generation adds back as noise (the decoder's likelihood)."""
+        store = self.data.train
+        per_class = 24 if len(self.cfg.data.crop) == 2 else 6
+        out: dict[str, float] = {}
+        for k, name in enumerate(self.class_names):
+            picks = [i for i, c in enumerate(store.label_index) if c == k][:per_class]
+            if not picks:
+                continue
+            x = torch.from_numpy(np.stack([store[i][0] for i in picks])[:, None]).to(self.ctx.device)
+            z = self.encode(x) / self.latent_scale
+            rec = self.ae.decode(z) if x.ndim == 4 else self.ae.decode_volume(z)
+            out[name] = float((rec - x).float().std())
+        return out

@@ -46,11 +46,12 @@ class ClassInfo:
     natural_format: str
     spatial_unit: str
     preset: str | None = None
+    residual_std: float = 0.0   # the autoencoder's round-trip error on this class (model range)
 
     def to_dict(self) -> dict:
         return {"stretch": self.stretch, "spacing": list(self.spacing), "modality": self.modality,
                 "natural_format": self.natural_format, "spatial_unit": self.spatial_unit,
-                "preset": self.preset}
+                "preset": self.preset, "residual_std": self.residual_std}
 
 
 # -- presets ---------------------------------------------------------------------------------------

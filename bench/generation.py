@@ -1,0 +1,197 @@
+"""Generation benchmark: distances to held-out generator samples, attribute control, memorisation, time.
+
+    python bench/generation.py                      # shipped 2D and 3D models -> docs/benchmarks.md
+    python bench/generation.py --dims 2 --compare runs/generate_2d_dit/model.safetensors
+
+Per preset, against held-out generator samples (seeds 800000+, never trained on):
+
+* three set distances (``ldm_med.generation.quality``: energy distances of power spectra, intensity
+  histograms (1-Wasserstein) and autoencoder features) for the diffusion model, for random latents decoded
+  without diffusion, and for noise shaped to the data's mean power spectrum and pooled histogram;
+* attribute control: Spearman correlation between requested and measured attribute over a sweep;
+* memorisation: median distance from each sample to its nearest training sample, next to the same for
+  held-out generator samples (a ratio below 1 would mean samples sit closer to the training set);
+* seconds per sample (sampling and decoding; model loading excluded), default sampler and steps.
+
+Writes its section of ``docs/benchmarks.md`` (between its markers; other sections are kept).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import ldm_med  # noqa: E402
+from ldm_med.data.presets import PRESETS  # noqa: E402
+from ldm_med.generation import quality as q  # noqa: E402
+from ldm_med.generation.model import load_generation_model  # noqa: E402
+
+BEGIN, END = "<!-- bench/generation.py: begin -->", "<!-- bench/generation.py: end -->"
+HELD_OUT_SEED, TRAIN_SEED = 800000, 1000
+
+
+def model_range(preset, volume) -> np.ndarray:
+    """A generated/reference sample in the model's range, ``(H, W)`` or ``(D, H, W)``."""
+    data = volume.data[:, :, 0] if volume.data.shape[2] == 1 else np.moveaxis(volume.data, 2, 0)
+    return preset.stretch.forward(data)
+
+
+def reference(preset, dims: int, seeds) -> list[np.ndarray]:
+    return [model_range(preset, preset.sample(s, dims)) for s in seeds]
+
+
+def decoded_random_latents(model, n: int, seed: int = 0) -> list[np.ndarray]:
+    g = torch.Generator().manual_seed(seed)
+    f = model.ae.downsample
+    size = model.size
+    lat = (*size[:-2], size[-2] // f, size[-1] // f)
+    out = []
+    with torch.no_grad():
+        for _ in range(n):
+            z = torch.randn((1, model.latent_channels, *lat), generator=g) / model.latent_scale
+            x = model.ae.decode(z) if len(size) == 2 else model.ae.decode_volume(z)
+            out.append(x.numpy()[0, 0])
+    return out
+
+
+def distances(ae, samples, ref) -> dict[str, float]:
+    return {"power": q.energy_distance([q.radial_power(s) for s in samples],
+                                       [q.radial_power(r) for r in ref]),
+            "histogram": q.energy_distance([q.quantiles(s) for s in samples], [q.quantiles(r) for r in ref],
+                                           "wasserstein"),
+            "features": q.energy_distance([q.autoencoder_features(ae, s) for s in samples],
+                                          [q.autoencoder_features(ae, r) for r in ref])}
+
+
+def generate(preset: str, dims: int, ckpt, n: int, seed: int, attrs=(), steps: int = 20, guidance=2.0):
+    opts = ldm_med.GenerateOptions(preset=preset, dims=dims, n=n, seed=seed, attrs=attrs, steps=steps,
+                                   guidance=guidance, device="cpu", checkpoint=ckpt)
+    return ldm_med.generate(opts)
+
+
+def bench_preset(name: str, dims: int, ckpt, args) -> dict:
+    preset = PRESETS[name]
+    model = load_generation_model(ckpt, dims)
+    n = args.n or (24 if dims == 2 else 6)
+    held = reference(preset, dims, range(HELD_OUT_SEED, HELD_OUT_SEED + n))
+    n_train = args.train_n or (120 if dims == 2 else 30)
+    train = reference(preset, dims, range(TRAIN_SEED, TRAIN_SEED + n_train))
+    t = time.perf_counter()
+    gen = generate(name, dims, ckpt, n, seed=args.seed, steps=args.steps, guidance=args.guidance)
+    per_sample = (time.perf_counter() - t) / n
+    samples = [model_range(preset, v) for v in gen.volumes]
+    ae = model.ae
+    row = {"preset": name, "dims": dims, "n": n, "seconds_per_sample": per_sample,
+           "ldm": distances(ae, samples, held),
+           "random_latents": distances(ae, decoded_random_latents(model, n), held),
+           "shaped_noise": distances(ae, q.shaped_noise(train, n), held)}
+    # attribute control: a sweep over the trained range
+    spec = preset.attribute
+    values = np.linspace(spec.low, spec.high, args.sweep or (6 if dims == 2 else 5))
+    reps = args.reps or (3 if dims == 2 else 1)
+    requested, measured = [], []
+    for i, v in enumerate(values):
+        res = generate(name, dims, ckpt, reps, seed=10_000 + 100 * i, attrs=((spec.name, float(v)),),
+                       steps=args.steps, guidance=args.guidance)
+        for vol in res.volumes:
+            requested.append(float(v))
+            measured.append(vol.metadata["provenance"]["measured"][spec.name])
+    row["attribute"] = {"name": spec.name, "unit": spec.unit, "spearman": q.spearman(requested, measured),
+                        "requested": requested, "measured": measured}
+    # memorisation
+    nn_gen = q.nearest_distance(samples, train)
+    nn_held = q.nearest_distance(held, train)
+    row["memorisation"] = {"generated": float(np.median(nn_gen)), "held_out": float(np.median(nn_held))}
+    return row
+
+
+def table(rows: list[dict], title: str) -> str:
+    out = [f"### {title}", "",
+           "| preset | dims | distance | ldm | random latents | shaped noise | beats both |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for k in ("power", "histogram", "features"):
+            a, b, c = r["ldm"][k], r["random_latents"][k], r["shaped_noise"][k]
+            out.append(f"| {r['preset']} | {r['dims']}D | {k} | {a:.4f} | {b:.4f} | {c:.4f} | "
+                       f"{'yes' if a < min(b, c) else '**no**'} |")
+    out += ["", "| preset | dims | attribute | Spearman (requested vs measured) | NN distance to training: "
+            "generated / held-out | s per sample |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        a, m = r["attribute"], r["memorisation"]
+        out.append(f"| {r['preset']} | {r['dims']}D | {a['name']} ({a['unit']}) | {a['spearman']:.2f} | "
+                   f"{m['generated']:.3f} / {m['held_out']:.3f} | {r['seconds_per_sample']:.2f} |")
+    return "\n".join(out)
+
+
+def write_section(path: Path, text: str) -> None:
+    doc = path.read_text() if path.exists() else ""
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in doc:
+        doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, doc, flags=re.S)
+    else:
+        doc = doc.rstrip() + "\n\n" + block + "\n"
+    path.write_text(doc)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dims", type=int, nargs="+", default=[2, 3])
+    ap.add_argument("--presets", nargs="+", default=list(PRESETS))
+    ap.add_argument("--checkpoint-2d"), ap.add_argument("--checkpoint-3d")
+    ap.add_argument("--compare", help="a second 2D model (the other denoiser family) to compare")
+    ap.add_argument("--n", type=int, help="samples per preset (default 24 in 2D, 6 in 3D)")
+    ap.add_argument("--train-n", type=int, help="training samples for the memorisation check")
+    ap.add_argument("--sweep", type=int), ap.add_argument("--reps", type=int)
+    ap.add_argument("--steps", type=int, default=20), ap.add_argument("--guidance", type=float, default=2.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    command = "python bench/generation.py " + " ".join(sys.argv[1:])
+    sections = [f"## Generation (`{command.strip()}`)", "",
+                f"CPU, {args.threads} threads, load average at the start {os.getloadavg()[0]:.1f}; "
+                f"sampler dpm++2m, {args.steps} steps, guidance {args.guidance:g}. Distances are energy "
+                "distances to held-out generator samples (lower is better; see "
+                "`ldm_med/generation/quality.py`).", ""]
+    for dims in args.dims:
+        ckpt = getattr(args, f"checkpoint_{dims}d")
+        rows = [bench_preset(p, dims, ckpt, args) for p in args.presets]
+        name = load_generation_model(ckpt, dims).path.name
+        sections += [table(rows, f"{dims}D, {name}"), ""]
+        for r in rows:
+            print(r["preset"], dims, {k: round(v, 4) for k, v in r["ldm"].items()},
+                  r["attribute"]["spearman"], r["memorisation"], round(r["seconds_per_sample"], 2),
+                  flush=True)
+        if dims == 2 and args.compare:
+            other = [bench_preset(p, 2, args.compare, args) for p in args.presets]
+            sections += [table(other, f"2D, {Path(args.compare).name} (the other denoiser family)"), "",
+                         family_summary(rows, other, name, Path(args.compare).name), ""]
+    write_section(Path(args.out), "\n".join(sections).rstrip())
+    return 0
+
+
+def family_summary(a: list[dict], b: list[dict], name_a: str, name_b: str) -> str:
+    def score(rows):  # mean over presets of the three distances, each relative to shaped noise
+        return float(np.mean([r["ldm"][k] / max(r["shaped_noise"][k], 1e-12) for r in rows
+                              for k in ("power", "histogram", "features")]))
+
+    lines = ["| model | mean distance / shaped-noise distance | s per sample | quality per CPU-second "
+             "(1 / (distance ratio x s)) |", "|---|---|---|---|"]
+    for name, rows in ((name_a, a), (name_b, b)):
+        s, t = score(rows), float(np.mean([r["seconds_per_sample"] for r in rows]))
+        lines.append(f"| {name} | {s:.3f} | {t:.2f} | {1.0 / (s * t):.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
