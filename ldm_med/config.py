@@ -452,8 +452,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
             return cls.from_dict(data)
         except InputError as err:
             raise InputError(f"{where}: {err}") from None
-        except TypeError as err:
-            raise InputError(f"{where}: {err}") from None
+        except (TypeError, ValueError, ArithmeticError) as err:  # e.g. norm_num_groups: 0 (modulo by zero)
+            raise InputError(f"{where}: invalid network settings ({type(err).__name__}: {err})") from None
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
@@ -491,7 +491,7 @@ def from_dict(data: dict[str, Any], kind: str | None = None, name: str = "config
     if not isinstance(data, dict):
         raise InputError(f"{name}: a recipe is a YAML mapping of sections, got {type(data).__name__}")
     found = data.get("kind", kind)
-    if found not in RUN_CLASSES:
+    if not isinstance(found, str) or found not in RUN_CLASSES:
         raise InputError(f"{name}: kind {found!r} is not one of {', '.join(KINDS)}")
     if kind is not None and found != kind:
         raise InputError(f"{name}: this is a {found} recipe, not {kind}")

@@ -68,9 +68,14 @@ def parse_missing_spec(spec: str, n_slices: int, volume: Volume | None = None) -
     return _parse_indices(text, n)
 
 
+def _to_int(digits: str) -> int:
+    """ASCII digits -> int; more than 18 digits (Python refuses over 4300) count as one huge number."""
+    return int(digits) if len(digits) <= 18 else 10**18
+
+
 def _parse_keep_every(spec: str, match: re.Match, n: int) -> np.ndarray:
-    k = int(match.group(1))
-    offset = int(match.group(2) or 0)
+    k = _to_int(match.group(1))
+    offset = _to_int(match.group(2) or "0")
     if k < 2:
         raise InputError(f"bad token {spec.strip()!r}: keep-every needs K >= 2 (K=1 keeps every slice; "
                          "use 'none' when nothing is missing)")
@@ -91,12 +96,12 @@ def _parse_indices(text: str, n: int) -> np.ndarray:
                              f"use {FORMS}")
         rng = _RANGE.match(token)
         if rng:
-            lo, hi = int(rng.group(1)), int(rng.group(2))
+            lo, hi = _to_int(rng.group(1)), _to_int(rng.group(2))
             if lo > hi:
                 raise InputError(f"bad range {token!r}: start {lo} is after end {hi}; "
                                  f"write it as '{hi}-{lo}'")
         elif token.isdigit() and token.isascii():
-            lo = hi = int(token)
+            lo = hi = _to_int(token)
         else:
             raise InputError(f"bad token {token!r}: expected a 0-based slice index or a range "
                              f"like '10-14'; use {FORMS}")

@@ -110,7 +110,7 @@ class SourceCache:
     def get(self, path: Path) -> tuple[Dataset, np.ndarray]:
         if path not in self._cache:
             with hdr.quiet():
-                ds = pydicom.dcmread(path)
+                ds = hdr.dcmread(path)  # reads bounded by the file size
                 arr = hdr.read_pixels(ds)
             self._cache[path] = (ds, arr)
         return self._cache[path]

@@ -36,6 +36,8 @@ _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UN", b"UR
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 _MAX_COORD = 1e9  # mm: positions, orientations and spacings beyond this are corrupt values
 _BITS = (1, 8, 16, 32, 64)
+_UID_TEXT = re.compile(r"[0-9.]{1,64}")
+_CODE_TEXT = re.compile(r"[A-Za-z0-9 _.+\-]*")
 _FRAGMENT_ITEM = 8  # bytes of an encapsulated fragment's item header: a frame takes at least that
 
 
@@ -55,6 +57,45 @@ def quiet() -> Iterator[None]:
             yield
     finally:
         logger.removeFilter(drop)
+
+
+class BoundedFile:
+    """A read-only file whose ``read(n)`` never asks for more than the bytes left.
+
+    CPython's buffered ``read(n)`` allocates ``n`` bytes before reading, and pydicom reads an element
+    with the length its header declares: one corrupt length field (0xFFFFFFF0) would allocate 4 GiB for
+    a file of a few kilobytes. Reading through this wrapper bounds every read by the file size.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self._fp = open(path, "rb")  # read-only: inputs are never modified
+        self._size = os.fstat(self._fp.fileno()).st_size
+        self.name = str(path)
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self._size - self._fp.tell())
+        return self._fp.read(left if n is None or n < 0 else min(n, left))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fp.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fp.tell()
+
+    def close(self) -> None:
+        self._fp.close()
+
+    def __enter__(self) -> BoundedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def dcmread(path: str | Path, **kwargs: Any) -> Dataset:
+    """``pydicom.dcmread`` through ``BoundedFile`` (every value read, nothing left lazy on disk)."""
+    with BoundedFile(path) as fp:
+        return pydicom.dcmread(fp, **kwargs)
 
 
 class Skip(Exception):
@@ -162,7 +203,7 @@ def read_header(path: Path) -> tuple[Dataset, PixelInfo | None]:
     with quiet():
         try:
             size = os.path.getsize(path)
-            with open(path, "rb") as fp:  # read-only: inputs are never modified
+            with BoundedFile(path) as fp:
                 try:
                     ds = pydicom.dcmread(fp, stop_before_pixels=True)
                 except InvalidDicomError:  # no preamble / meta header: a SOP class says DICOM
@@ -174,11 +215,13 @@ def read_header(path: Path) -> tuple[Dataset, PixelInfo | None]:
                 # here (NotImplementedError: Unknown Value Representation). Convert everything now.
                 try:
                     ds.walk(lambda _ds, _elem: None)
+                except MemoryError:  # an allocation the size checks missed: a bug, not bad input
+                    raise
                 except Exception as err:  # noqa: BLE001 - any value pydicom cannot convert
                     raise Skip(corrupt_header(err)) from None
                 meta = getattr(ds, "file_meta", None)
                 if meta is not None and meta.get("TransferSyntaxUID") == _DEFLATED:
-                    full = pydicom.dcmread(path)  # inflated in memory: offsets are not the file's
+                    full = dcmread(path)  # inflated in memory: offsets are not the file's
                     tag = next((t for t in _PIXEL_TAGS if t in full), None)
                     n = None if tag is None else len(full[tag].value)
                     return ds, (None if n is None else PixelInfo(n, n))
@@ -187,8 +230,17 @@ def read_header(path: Path) -> tuple[Dataset, PixelInfo | None]:
             raise
         except OSError as err:
             raise Skip(f"unreadable: {err.strerror or err}") from None
+        except MemoryError:  # an allocation the size checks missed: a bug, not bad input
+            raise
         except Exception as err:  # noqa: BLE001 - any parser failure means "not readable DICOM"
             raise Skip(f"not a DICOM file ({type(err).__name__} while parsing)") from None
+
+
+def shown(value: Any, limit: int = 24) -> str:
+    """A header value as it may appear in a skip reason: short, and only when it looks like a code or a
+    number (a damaged length can make a value swallow the next elements, patient name included)."""
+    text = str(value)
+    return text if len(text) <= limit and _CODE_TEXT.fullmatch(text) else "(unreadable value)"
 
 
 def corrupt_header(err: BaseException) -> str:
@@ -225,10 +277,11 @@ def classify(ds: Dataset, pixel: PixelInfo | None) -> None:
     if sop == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
         raise Skip("DICOMDIR: index of a DICOM file-set, not an image")
     if pixel is None:
-        raise Skip(f"no pixel data: {UID(sop).name if sop else 'the object'} holds no image")
+        name = UID(sop).name if _UID_TEXT.fullmatch(sop) else "the object"
+        raise Skip(f"no pixel data: {name} holds no image")
     spp = _int(ds.get("SamplesPerPixel")) or 1
     if spp != 1:
-        raise Skip(f"colour image: {ds.get('PhotometricInterpretation', '?')} with {spp} samples "
+        raise Skip(f"colour image: {shown(ds.get('PhotometricInterpretation', '?'))} with {spp} samples "
                    "per pixel; only greyscale volumes are supported")
     image_type = ds.get("ImageType") or []
     image_type = [str(v).upper() for v in ([image_type] if isinstance(image_type, str)
@@ -255,10 +308,10 @@ def _check_sizes(ds: Dataset, pixel: PixelInfo) -> None:
     n_frames = 1 if frames_raw in (None, "") else _int(frames_raw)
     bits = _int(ds.get("BitsAllocated"))
     if not (rows and cols and rows > 0 and cols > 0):
-        raise Skip(f"invalid image size: Rows {ds.get('Rows')!s:.20}, Columns {ds.get('Columns')!s:.20} "
+        raise Skip(f"invalid image size: Rows {shown(ds.get('Rows'))}, Columns {shown(ds.get('Columns'))} "
                    "(both must be 1 or more)")
     if n_frames is None or n_frames < 1:
-        raise Skip(f"invalid NumberOfFrames {frames_raw!s:.20} (must be 1 or more)")
+        raise Skip(f"invalid NumberOfFrames {shown(frames_raw)} (must be 1 or more)")
     if bits is not None and bits not in _BITS:
         raise Skip(f"invalid BitsAllocated {bits} (expected one of {', '.join(map(str, _BITS))})")
     if pixel.declared is None and n_frames * _FRAGMENT_ITEM > pixel.available:
@@ -311,11 +364,13 @@ def trial_decode(path: Path, ts: UID) -> str | None:
     """Decode the first frame of a compressed file: the reason if no installed decoder can."""
     with quiet():
         try:
-            read_pixels(pydicom.dcmread(path), frame=0)
+            read_pixels(dcmread(path), frame=0)
         except RuntimeError as err:  # pydicom: all plugins missing or all plugins failed
             detail = " ".join(line.strip() for line in str(err).splitlines()[1:]) or str(err)
             return (f"no decoder for {ts.name} ({ts}): the installed decoders failed ({detail}); "
                     f"install one: {CODEC_HINT}")
+        except MemoryError:  # an allocation the size checks missed: a bug, not bad input
+            raise
         except Exception:  # noqa: BLE001 - damage in this one file is reported when reading it
             return None
     return None

@@ -16,12 +16,12 @@ the others are reported; when there are at least twice as many images as positio
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
 from ldm_med.errors import InputError
@@ -136,6 +136,8 @@ def _read_frames(paths: list[Path], skipped: list[SkippedFile],
             frames += hdr.image_frames(path, ds)
         except hdr.Skip as why:
             skipped.append(SkippedFile(path, str(why)))
+        except MemoryError:  # an allocation the size checks missed: a bug, not bad input
+            raise
         except Exception as err:  # noqa: BLE001 - a header no rule above foresaw: skip it, keep going
             skipped.append(SkippedFile(path, hdr.corrupt_header(err)))
     return frames
@@ -192,6 +194,11 @@ def _split_acquisitions(frames: list[Frame]) -> tuple[list[list[Frame]], bool]:
     return [frames], False
 
 
+def _has_geometry(frames: list[Frame]) -> bool:
+    """Every frame has a position, and the group an orientation (positions alone give no order)."""
+    return frames[0].iop is not None and all(f.ipp is not None for f in frames)
+
+
 def _series_info(frames: list[Frame], folder: Path, skipped: list[SkippedFile],
                  note: str | None) -> SeriesInfo:
     f0 = frames[0]
@@ -199,11 +206,7 @@ def _series_info(frames: list[Frame], folder: Path, skipped: list[SkippedFile],
                                            str(f.path), f.frame or 0))
     warnings_: list[str] = [note] if note else []
     error = None
-    if any(f.ipp is None for f in frames) and not all(f.ipp is None for f in frames):
-        iop = np.asarray(f0.iop if f0.iop is not None else hdr.IDENTITY_IOP, dtype=np.float64)
-        error = "some images have no ImagePositionPatient: the slice order is unknown"
-        positions = np.zeros((1, 3))
-    elif f0.ipp is None:
+    if not _has_geometry(frames):
         iop = np.asarray(hdr.IDENTITY_IOP)
         if len(frames) > 1:
             error = (f"{len(frames)} images without ImagePositionPatient/ImageOrientationPatient: "
@@ -244,6 +247,15 @@ def _series_info(frames: list[Frame], folder: Path, skipped: list[SkippedFile],
         acquired=grid.acquired if error is None else np.ones(len(frames), dtype=bool),
         warnings=warnings_, files=files, number=f0.number, slots=slots, affine_lps=aff,
         error=error, folder=folder)
+
+
+def _redact(text: str, identifiers: frozenset[str]) -> str:
+    """``text`` with every patient identifier seen in the scan replaced by ``<patient>`` (a damaged
+    header can make a description or a skip reason swallow the patient's name)."""
+    for ident in sorted(identifiers, key=len, reverse=True):
+        if ident.lower() in text.lower():
+            text = re.sub(re.escape(ident), "<patient>", text, flags=re.IGNORECASE)
+    return text
 
 
 def _size_problem(shape: tuple[int, int, int], spacing: tuple[float, float, float],
@@ -289,7 +301,7 @@ def scan_dicom_folder(folder: str | Path) -> tuple[list[SeriesInfo], list[Skippe
     series: list[SeriesInfo] = []
     for groups in by_uid.values():
         for group in _drop_localizers(groups, skipped):
-            parts, split = ([group], False) if group[0].ipp is None else _split_acquisitions(group)
+            parts, split = _split_acquisitions(group) if _has_geometry(group) else ([group], False)
             note = "split by AcquisitionNumber (repeated acquisitions)" if split else None
             series += [_series_info(p, folder, skipped, note) for p in parts]
     series.sort(key=lambda s: (s.number if s.number is not None else 1 << 62, s.uid,
@@ -297,8 +309,12 @@ def scan_dicom_folder(folder: str | Path) -> tuple[list[SeriesInfo], list[Skippe
     frozen = frozenset(ids)
     for i, s in enumerate(series, start=1):
         s.index, s.identifiers = i, frozen
+        s.description, s.modality = _redact(s.description, frozen), _redact(s.modality, frozen)
+        s.warnings = [_redact(w, frozen) for w in s.warnings]
+        s.error = None if s.error is None else _redact(s.error, frozen)
     for k in skipped:
         k.identifiers = frozen
+        k.reason = _redact(k.reason, frozen)
     skipped.sort(key=lambda s: str(s.path))
     return series, skipped
 
@@ -306,7 +322,7 @@ def scan_dicom_folder(folder: str | Path) -> tuple[list[SeriesInfo], list[Skippe
 # -- reading -----------------------------------------------------------------------------------
 def _decode_file(path: Path) -> tuple[Dataset, np.ndarray]:
     with hdr.quiet():
-        ds = pydicom.dcmread(path)
+        ds = hdr.dcmread(path)
         arr = hdr.read_pixels(ds)
     return ds, arr
 
@@ -350,6 +366,8 @@ def read_series(info: SeriesInfo) -> Volume:
             for k, img in zip(ks, planes):
                 ref = info.slots[k]
                 data[:, :, k] = hdr.modality_values(img, ds, ref.slope, ref.intercept).T
+        except MemoryError:  # an allocation the size checks missed: a bug, not bad input
+            raise
         except Exception as err:  # noqa: BLE001 - damaged, changed or vanished since the scan
             acquired[ks] = False
             data[:, :, ks] = 0

@@ -126,6 +126,8 @@ def _check_header(path: Path, img) -> None:
         shape = tuple(int(v) for v in img.shape)
         itemsize = int(img.get_data_dtype().itemsize)
         offset = int(getattr(img.dataobj, "offset", 0) or 0)
+    except MemoryError:  # an allocation the size checks missed: a bug, not bad input
+        raise
     except Exception as err:  # noqa: BLE001 - a header nibabel accepted but cannot describe
         raise InputError(f"{path}: corrupt header ({err})") from None
     if not shape or min(shape) < 1:
@@ -192,6 +194,8 @@ def open_nifti(path: str | Path):
         raise InputError(f"{path}: no such file") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied (cannot read the file)") from None
+    except MemoryError:  # an allocation the size checks missed: a bug, not bad input
+        raise
     except Exception as err:  # noqa: BLE001 - nibabel raises many types for bad files
         detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise InputError(f"{path}: not a readable NIfTI image ({detail})") from None
@@ -207,9 +211,15 @@ def load_nifti(path: str | Path, *, volume_index: int | None = None) -> Volume:
     path = Path(path)
     img = open_nifti(path)
     try:
+        if img.get_data_dtype().kind not in "biuf":
+            raise InputError(f"{path}: voxels of type {img.get_data_dtype()} (complex or RGB) are not "
+                             "supported; store one real value per voxel")
         arr, chosen = _select_volume(path, img, volume_index)
-        data = np.asarray(arr, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf (reported)
+            data = np.asarray(arr, dtype=np.float32)
     except InputError:
+        raise
+    except MemoryError:  # an allocation the size checks missed: a bug, not bad input
         raise
     except Exception as err:  # noqa: BLE001 - truncated / corrupt data blocks
         detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
