@@ -31,7 +31,7 @@ def test_every_preset_end_to_end_writes_marked_files_and_a_gallery(tiny_generato
     assert files == sorted([f"{stem}5{SUFFIX[preset]}", f"{stem}6{SUFFIX[preset]}", "gallery.png",
                             "generation.json"])
     vol = ldm_med.load_volume(out / f"{stem}5{SUFFIX[preset]}")
-    assert vol.data.shape[:2] == (16, 16) and np.isfinite(vol.data).all()
+    assert vol.data.shape[:2] == (32, 32) and np.isfinite(vol.data).all()
     assert vol.metadata.get("synthetic") is True
     prov = vol.metadata["provenance"]
     assert prov["sample_seed"] == 5 and prov["preset"] == preset and prov["steps"] == 3
@@ -100,8 +100,8 @@ def test_existing_outputs_are_not_overwritten_without_the_flag(tiny_generator, t
     assert (tmp_path / "medical-mr_2d_seed0.nii.gz").read_bytes() == before
 
 
-def test_a_checkpoint_that_is_not_a_generation_model_is_refused(tiny_ae, tmp_path, capsys):
-    assert main(["generate", "--preset", "medical-ct", "--checkpoint", str(tiny_ae), "--out",
+def test_a_checkpoint_that_is_not_a_generation_model_is_refused(tiny_autoencoder_file, tmp_path, capsys):
+    assert main(["generate", "--preset", "medical-ct", "--checkpoint", str(tiny_autoencoder_file), "--out",
                  str(tmp_path), "-q"]) == 2
     assert "not a generation model" in capsys.readouterr().err
 
@@ -127,7 +127,7 @@ def test_cancel_from_the_progress_callback_stops(tiny_generator):
     assert max(seen) == 2
 
 
-def test_a_folder_trained_attribute_moves_samples_the_requested_way(tiny_ae, tmp_path):
+def test_a_folder_trained_attribute_moves_samples_the_requested_way(tiny_autoencoder_file, tmp_path):
     """Images whose bright disc has the radius given in attributes.csv; a tiny model trained briefly on
     them must draw bigger discs when asked for a bigger radius."""
     from ldm_med.train import train
@@ -147,7 +147,7 @@ def test_a_folder_trained_attribute_moves_samples_the_requested_way(tiny_ae, tmp
     cfg = tiny_recipe("generate", "data.sources=[{folder: " + str(data) + "}]", "data.validation=[]",
                       "train.steps=300", "train.val_every=1000", "train.sample_every=1000",
                       "train.ckpt_every=300", "optim.lr=3.0e-3", "data.batch_size=8",
-                      "model.channels=[16,16]", autoencoder=tiny_ae)
+                      "model.channels=[16,16]", "data.crop=[16,16]", autoencoder=tiny_autoencoder_file)
     out = tmp_path / "run"
     torch.set_num_threads(1)
     train(cfg, out, device="cpu", progress=False)
