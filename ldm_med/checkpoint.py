@@ -14,6 +14,16 @@ Two kinds of file, both safetensors (tensors + a string->string metadata header)
   metadata. ``--resume`` reads it.
 
 Writes are atomic (temporary file + ``os.replace``), so an interrupted save never leaves half a file.
+
+Integrity: every file written here carries ``sha256`` in its metadata, a digest of the other metadata
+(JSON, sorted keys) and of every tensor (name, dtype, shape, raw bytes, in name order); loading recomputes
+it and refuses a file that does not match (a flipped bit, a tampered config). Files written before the
+checksum existed have none: the four shipped in ``ldm_med/models`` are checked against their file
+sha256 pinned in ``SHIPPED_SHA256``, other such files load as before (``LoadedModel.metadata
+["checksum"]`` says which case applied). A pickle (``torch.save``: .pt, .pth, .ckpt, .bin) is refused
+before it is opened: unpickling can run arbitrary code. The config is parsed as JSON data, and the
+network it describes is first built on the ``meta`` device (no memory) and compared with the file's
+tensors, so a config that asks for huge layers is refused before anything is allocated.
 """
 from __future__ import annotations
 
@@ -35,6 +45,17 @@ MODEL_KINDS = ("autoencoder", "denoiser", "refiner")
 STATE_KIND = "training-state"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
+CHECKSUM_KEY = "sha256"
+MODELS_DIR = Path(__file__).parent / "models"
+# Files shipped before checksums were embedded: their whole-file sha256.
+SHIPPED_SHA256 = {
+    "autoencoder.safetensors": "f9e48ab23fd004034dc69539f709b8c4c5f679b907cdd12c48a65f58bedccf5a",
+    "ct_refiner.safetensors": "ebdba82483fdbec8ede6d23b20276e1b093959d27a1f15a609bc51572ae946cb",
+    "denoiser.safetensors": "6074405a9409d5f184b5cfe9a4201dbfbf2b547117c70be38bae82b6e28b5fe2",
+    "refiner.safetensors": "dfcab13ae174118f866d7b6e6ae577adc0ccc125160df63d009fd38655996ace",
+}
+_CONFIG_INT_FLOOR = 4096  # config integers up to this are never suspicious (grid sizes, steps)
+_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 
 
 @dataclass
@@ -65,6 +86,7 @@ def _atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Pat
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    metadata = {**metadata, CHECKSUM_KEY: content_digest(tensors, metadata)}
     try:
         save_file(tensors, str(tmp), metadata=metadata)
         umask = os.umask(0)
@@ -83,19 +105,66 @@ def _cpu_copy(t: Tensor, half: bool = False) -> Tensor:
     return t.contiguous().clone()  # clone: safetensors refuses tensors that share storage
 
 
+def content_digest(tensors: dict[str, Tensor], metadata: dict[str, str]) -> str:
+    """sha256 of the metadata (without the checksum itself) and of every tensor's name, dtype, shape
+    and bytes, in name order: what ``_read`` verifies."""
+    digest = hashlib.sha256()
+    meta = {k: v for k, v in metadata.items() if k != CHECKSUM_KEY}
+    digest.update(json.dumps(meta, sort_keys=True).encode("utf-8"))
+    for key in sorted(tensors):
+        t = tensors[key].detach().to("cpu").contiguous()
+        digest.update(json.dumps([key, str(t.dtype), list(t.shape)]).encode("utf-8"))
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _refuse_pickle(path: Path) -> None:
+    """``InputError`` for a PyTorch pickle (zip or legacy format), before anything unpickles it."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise InputError(f"{path}: a pickle checkpoint (torch.save, {path.suffix or 'no suffix'}) is "
+                         "refused: unpickling can run arbitrary code; ldm-med reads safetensors files only "
+                         "(convert it with safetensors.torch.save_file where you trust the file)")
+
+
+def _verify(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> str:
+    """Check the embedded checksum (or the pinned one of a shipped file); returns what was checked."""
+    stored = metadata.get(CHECKSUM_KEY)
+    if stored is not None:
+        if content_digest(tensors, metadata) != stored:
+            raise InputError(f"{path}: checksum mismatch: the tensors or the header changed after the file "
+                             "was written (corrupt or tampered); re-export or re-download it")
+        return "sha256 verified"
+    pinned = SHIPPED_SHA256.get(path.name) if path.resolve().parent == MODELS_DIR.resolve() else None
+    if pinned is not None:
+        if sha256_file(path) != pinned:
+            raise InputError(f"{path}: this shipped model differs from the released file (sha256 mismatch); "
+                             "reinstall ldm-med")
+        return "shipped file, sha256 pinned"
+    return "none (written before checksums)"
+
+
 def _read(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file; ``InputError`` for anything else."""
+    """Tensors and metadata of a safetensors file, checksum verified; ``InputError`` for anything else."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint file")
     try:
+        _refuse_pickle(path)
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the checkpoint ({err.strerror or err})") from None
+    try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # SafetensorError, OSError, invalid header JSON...
-        raise InputError(f"{path}: not a safetensors checkpoint ({type(err).__name__}: {err})") from None
+        detail = " ".join(str(err).split())[:300]
+        raise InputError(f"{path}: not a safetensors checkpoint, or truncated ({type(err).__name__}: "
+                         f"{detail})") from None
+    metadata["checksum"] = _verify(path, tensors, metadata)
     return tensors, metadata
 
 
@@ -117,9 +186,12 @@ def _check_header(path: Path, metadata: dict[str, str], kinds: tuple[str, ...]) 
                 else "")
         raise InputError(f"{path}: checkpoint kind {kind!r}, expected {' or '.join(kinds)}{hint}")
     try:
-        return {key: json.loads(metadata[key]) for key in ("config", "extra")}
-    except (KeyError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: corrupt ldm-med header ({err})") from None
+        header = {key: json.loads(metadata[key]) for key in ("config", "extra")}
+    except (KeyError, json.JSONDecodeError, RecursionError) as err:
+        raise InputError(f"{path}: corrupt ldm-med header ({type(err).__name__}: {err})") from None
+    if not all(isinstance(v, dict) for v in header.values()):
+        raise InputError(f"{path}: corrupt ldm-med header (config and extra must be JSON objects)")
+    return header
 
 
 def _package_version() -> str:
@@ -188,6 +260,47 @@ def build_model(kind: str, model_config: dict[str, Any]) -> nn.Module:
     return build_denoiser(DenoiserConfig.from_dict(model_config))
 
 
+def _config_ints(node: Any, where: str = "") -> list[tuple[str, int]]:
+    """Every integer in a config tree, with its dotted key."""
+    if isinstance(node, bool):
+        return []
+    if isinstance(node, int):
+        return [(where, node)]
+    if isinstance(node, dict):
+        return [kv for k, v in node.items() for kv in _config_ints(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(node, list):
+        return [kv for i, v in enumerate(node) for kv in _config_ints(v, f"{where}[{i}]")]
+    return []
+
+
+def _check_shapes(path: Path, kind: str, config: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    """Build the network on the ``meta`` device (no memory) and compare its parameters with the file's
+    tensors, so an embedded config that asks for huge layers is refused before anything is allocated."""
+    model_config = config.get("model")
+    if not isinstance(model_config, dict):
+        raise InputError(f"{path}: embedded config has no 'model' section to build the {kind} from")
+    # A channel count is some tensor's dimension and a depth at most the number of tensors: a larger
+    # integer cannot describe this file, and would make even a meta-device build loop for hours.
+    bound = max(_CONFIG_INT_FLOOR, 4 * len(tensors), *(max(t.shape, default=0) for t in tensors.values()))
+    for key, value in _config_ints(model_config):
+        if abs(value) > bound:
+            raise InputError(f"{path}: embedded config model.{key} = {value} is larger than anything the "
+                             f"file's tensors can hold (at most {bound}): a corrupt or hostile config")
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in build_model(kind, config["model"]).state_dict().items()}
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any config the network classes refuse
+        raise InputError(f"{path}: embedded config cannot build the {kind}: "
+                         f"{type(err).__name__}: {' '.join(str(err).split())[:300]}") from None
+    stored = {k: tuple(v.shape) for k, v in tensors.items()}
+    if shapes != stored:
+        diff = sorted(set(shapes.items()) ^ set(stored.items()))[:3]
+        raise InputError(f"{path}: tensors do not match the embedded {kind} config (first differences: "
+                         f"{', '.join(f'{k} {s}' for k, s in diff)})")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the network stored in a model file (or a run folder's ``model.safetensors``).
 
@@ -201,9 +314,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     tensors, metadata = _read(path)
     header = _check_header(path, metadata, MODEL_KINDS)
     kind, config = metadata["kind"], header["config"]
+    _check_shapes(path, kind, config, tensors)
     try:
         model = build_model(kind, config["model"])
-    except (InputError, KeyError, TypeError) as err:
+    except Exception as err:  # noqa: BLE001 - any config the network classes refuse
         raise InputError(f"{path}: embedded config cannot build the {kind}: {err}") from None
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
@@ -328,11 +442,11 @@ def export_model(run: str | Path, out: str | Path, *, half: bool = False,
     src = load_model(run)
     out = Path(out)
     extra = dict(src.extra)
-    if src.kind == "denoiser" and src.extra.get("task") == "slice-inpainting":
+    if src.kind == "denoiser" and "autoencoder" in src.extra:  # latent denoisers: re-point the reference
         ae_path = find_autoencoder(src)
         if autoencoder_out is not None:
             ae_path = export_model(ae_path, autoencoder_out, half=half)
         extra["autoencoder"] = autoencoder_reference(ae_path, out.parent)
     elif autoencoder_out is not None:
-        raise InputError(f"{src.path}: --autoencoder-out applies to slice-inpainting denoisers only")
+        raise InputError(f"{src.path}: --autoencoder-out applies to latent denoisers only")
     return save_model(out, src.model, kind=src.kind, config=src.config, extra=extra, half=half)

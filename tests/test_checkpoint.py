@@ -10,8 +10,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ldm_med.checkpoint import (
+    CHECKSUM_KEY,
     FORMAT_VERSION,
     autoencoder_reference,
+    content_digest,
     export_model,
     load_inpainting_pair,
     load_model,
@@ -113,10 +115,15 @@ def test_foreign_safetensors_is_input_error(tmp_path):
         load_model(path)
 
 
-def _rewrite_metadata(path: Path, **changes: str) -> None:
+def _rewrite_metadata(path: Path, reseal: bool = True, **changes: str) -> None:
+    """Change metadata entries; ``reseal``: store the matching checksum too (a consistent file written
+    with that content), else leave the old one (a tampered file)."""
     with safe_open(str(path), framework="pt") as f:
         meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
-    save_file(tensors, str(path), metadata={**meta, **changes})
+    meta = {**meta, **changes}
+    if reseal:
+        meta[CHECKSUM_KEY] = content_digest(tensors, meta)
+    save_file(tensors, str(path), metadata=meta)
 
 
 def test_unknown_format_version_is_input_error(tmp_path):
@@ -177,3 +184,79 @@ def test_inpainting_pair_detects_a_changed_or_missing_autoencoder(tmp_path):
     ae_path.unlink()
     with pytest.raises(InputError, match="not found"):
         load_inpainting_pair(den_path)
+
+
+# -- integrity: checksum, pickles, truncation, tampering -------------------------------------------
+def test_saved_files_carry_a_checksum_that_load_verifies(tmp_path):
+    path = save_model(tmp_path / "ae.safetensors", _ae(), kind="autoencoder", config={"model": AE_CFG})
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    assert meta[CHECKSUM_KEY] == content_digest(tensors, meta)
+    assert load_model(path).metadata["checksum"] == "sha256 verified"
+
+
+def test_tampered_config_is_refused(tmp_path):
+    path = save_model(tmp_path / "ae.safetensors", _ae(), kind="autoencoder", config={"model": AE_CFG})
+    _rewrite_metadata(path, reseal=False, extra=json.dumps({"latent_scale": 99.0}))
+    with pytest.raises(InputError, match="checksum mismatch") as err:
+        load_model(path)
+    assert str(path) in str(err.value)
+
+
+def test_flipped_tensor_byte_is_refused(tmp_path):
+    path = save_model(tmp_path / "ae.safetensors", _ae(), kind="autoencoder", config={"model": AE_CFG})
+    raw = bytearray(path.read_bytes())
+    raw[-10] ^= 0x01  # inside the last tensor's data
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="checksum mismatch"):
+        load_model(path)
+
+
+def test_truncated_file_is_refused(tmp_path):
+    path = save_model(tmp_path / "ae.safetensors", _ae(), kind="autoencoder", config={"model": AE_CFG})
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(InputError, match="truncated") as err:
+        load_model(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["model.pt", "model.ckpt", "model.safetensors"])
+def test_pickles_are_refused_before_unpickling(tmp_path, name):
+    marker = tmp_path / "code_ran"
+
+    class Payload:  # unpickling this would create the marker file
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / name
+    torch.save({"weights": torch.zeros(2), "payload": Payload()}, path)
+    with pytest.raises(InputError, match="pickle") as err:
+        load_model(path)
+    assert str(path) in str(err.value) and not marker.exists()
+
+
+@pytest.mark.parametrize("channels,words", [
+    ([8, 2**20], "larger than anything"),  # ~10^12 parameters if it were built
+    ([8, 4000], "do not match"),  # plausible size: built on the meta device, compared, refused
+])
+def test_huge_layers_in_a_consistent_config_are_refused_without_allocating(tmp_path, channels, words):
+    import tracemalloc
+
+    path = save_model(tmp_path / "ae.safetensors", _ae(), kind="autoencoder", config={"model": AE_CFG})
+    _rewrite_metadata(path, config=json.dumps({"model": {**AE_CFG, "channels": channels}}))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match=words):
+            load_model(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20  # [8, 4000] built for real would be ~1 GiB of float32 weights
+
+
+def test_shipped_models_load_with_their_pinned_checksum():
+    from ldm_med.checkpoint import MODELS_DIR, SHIPPED_SHA256
+
+    for name in SHIPPED_SHA256:
+        model = load_model(MODELS_DIR / name)
+        assert model.metadata["checksum"] in ("shipped file, sha256 pinned", "sha256 verified")
