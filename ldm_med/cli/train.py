@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import warnings
 from collections.abc import Sequence
@@ -42,6 +43,11 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         if kind == "diffusion":
             p.add_argument("--autoencoder", help="trained autoencoder (.safetensors or run folder); "
                                                  "overrides the recipe's `autoencoder:`")
+            p.add_argument("--data", action="append", metavar="DIR",
+                           help="task: generation: train on a folder of NIfTI/DICOM/MRC/FITS/TIFF/PNG files "
+                                "instead of the recipe's sources, one class per subfolder, attributes from "
+                                "DIR/attributes.csv (columns file, then one per attribute); a tenth of "
+                                "the files is held out (repeatable)")
         p.set_defaults(handler=run_train, kind=kind)
     e = kinds.add_parser("export", help="write a run's EMA weights as a shippable model file")
     e.add_argument("run", help="run folder (or a model .safetensors)")
@@ -69,11 +75,16 @@ def resolve_run(args: argparse.Namespace):
     overrides = list(args.overrides)
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
+    if getattr(args, "data", None):
+        folders = ", ".join("{folder: " + json.dumps(str(Path(d).resolve())) + "}" for d in args.data)
+        overrides += [f"data.sources=[{folders}]", "data.validation=[]", "data.val_fraction=0.1",
+                      "task=generation", "labels.enabled=true", "attributes={}"]
     if args.resume and (out / STATE_FILE).is_file():
         _, saved, _ = load_state(out / STATE_FILE)
         cfg = from_dict(apply_overrides(saved, overrides), args.kind, name=str(out / STATE_FILE))
         if args.config:
-            _warn_differences(to_dict(load_config(args.config, args.kind)), to_dict(cfg), args.config)
+            given = load_config(args.config, args.kind, overrides)
+            _warn_differences(to_dict(given), to_dict(cfg), args.config)
     elif args.resume and not args.config:
         raise InputError(f"{out}: nothing to resume (no {STATE_FILE})")
     else:
@@ -84,7 +95,9 @@ def resolve_run(args: argparse.Namespace):
 
 
 def _warn_differences(given: dict, saved: dict, name: str, prefix: str = "") -> None:
-    ignored = {"train.steps", "residual_scale", "model.num_classes", "autoencoder"}
+    # settled when the run started (train/resolve.py), so they differ from any recipe
+    ignored = {"train.steps", "residual_scale", "model.num_classes", "autoencoder", "labels.names",
+               "model.cond_channels", "attributes"}
     for key in sorted(set(given) | set(saved)):
         a, b, path = given.get(key), saved.get(key), f"{prefix}{key}"
         if isinstance(a, dict) and isinstance(b, dict):

@@ -22,7 +22,7 @@ import torch
 
 from ldm_med.config import DataConfig, Source
 from ldm_med.errors import InputError
-from ldm_med.train.data import TRAIN, VALIDATION, Batch, step_rng
+from ldm_med.train.data import SPLIT, TRAIN, VALIDATION, Batch, step_rng
 
 ATTRIBUTES_CSV = "attributes.csv"
 
@@ -248,6 +248,11 @@ class GenerationData:
         self.cfg, self.seed, self.rank = cfg, seed, rank
         refs = source_refs(cfg.sources, cfg.crop)
         val = source_refs(cfg.validation, cfg.crop) if cfg.validation else []
+        if not val and cfg.val_fraction > 0 and len(refs) > 1:
+            order = step_rng(seed, SPLIT, 0).permutation(len(refs))
+            n_val = max(1, int(round(cfg.val_fraction * len(refs))))
+            val = [refs[i] for i in sorted(order[:n_val])]
+            refs = [refs[i] for i in sorted(order[n_val:])]
         shard = refs[rank::world_size] if len(refs) >= world_size else refs
         self.train = SampleStore(shard, labels, attributes, cfg.cache)
         self.val = SampleStore(val, labels, attributes, cfg.cache)

@@ -41,12 +41,13 @@ def resolve(cfg: AutoencoderRun | DiffusionRun | RefinerRun, ctx: DistContext):
 
 def resolve_whole_samples(cfg: DiffusionRun) -> DiffusionRun:
     """Class names, attribute ranges and conditioning channels of a generation run on presets/folders."""
-    from ldm_med.train.gendata import attribute_specs, folder_files
+    from ldm_med.train.gendata import attribute_specs, class_infos, folder_files
 
     names: list[str] = []
     for src in cfg.data.sources:
         found = [src.class_name] if src.preset is not None else list(folder_files(src.folder))
         names += [n for n in found if n not in names]
+    class_infos(cfg.data.sources, len(cfg.data.crop))  # refuses empty or mixed-dimension folders now
     attributes = cfg.attributes or attribute_specs(cfg.data.sources, cfg.data.crop)
     labels = dataclasses.replace(cfg.labels, names=tuple(names)) if cfg.labels.enabled else cfg.labels
     model = dataclasses.replace(cfg.model, cond_channels=2 * len(attributes))
