@@ -9,7 +9,8 @@ from ldm_med.pipelines.gallery import save_gallery
 from ldm_med.volume import Volume
 
 
-@pytest.mark.parametrize("shape, modality", [((24, 24, 1), "CT"), ((24, 20, 16), "EM"), ((24, 24, 8), "ASTRO")])
+@pytest.mark.parametrize("shape, modality",
+                         [((24, 24, 1), "CT"), ((24, 20, 16), "EM"), ((24, 24, 8), "ASTRO")])
 def test_gallery_is_written_and_not_blank(tmp_path, shape, modality):
     rng = np.random.default_rng(0)
     vols = [Volume(rng.normal(100, 30, shape).astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0]),
