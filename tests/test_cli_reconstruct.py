@@ -104,7 +104,7 @@ def test_progress_in_a_log_is_plain_lines(tmp_path, capsys, small_nifti):
     assert all(ch.isprintable() for line in lines for ch in line)  # no \r, no escape codes
     assert "filled 8 of 12 slices" in captured.out
     code = main(["reconstruct", str(small_nifti), "-o", str(out), "--missing", "keep-every:3",
-                 "--method", "linear", "-q"])
+                 "--method", "linear", "-q", "--overwrite"])
     assert code == 0 and capsys.readouterr().err == ""
 
 
@@ -149,3 +149,48 @@ def test_uncalibrated_map_is_said_so(tmp_path, capsys, small_nifti):
                  "--uncertainty", str(std), "-q"])
     assert code == 0 and "warning: the uncertainty map is not calibrated" in capsys.readouterr().out
     assert b"UNCALIBRATED" in nib.load(std).header["descrip"].tobytes()
+
+
+# -- output safety and resources -------------------------------------------------------------------
+def test_existing_output_needs_overwrite(tmp_path, capsys, small_nifti):
+    out = tmp_path / "out.nii.gz"
+    out.write_bytes(b"keep me")
+    argv = ["reconstruct", str(small_nifti), "-o", str(out), "--missing", "3", "--method", "linear", "-q"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "--overwrite" in err
+    assert out.read_bytes() == b"keep me"
+    assert main([*argv, "--overwrite"]) == 0
+    assert load_volume(out).shape == (32, 28, 12)
+
+
+def test_output_that_is_the_input_is_refused_even_with_overwrite(tmp_path, capsys, small_nifti):
+    before = small_nifti.read_bytes()
+    assert main(["reconstruct", str(small_nifti), "-o", str(small_nifti), "--missing", "3", "--overwrite",
+                 "-q"]) == 2
+    assert "overwrite the input" in capsys.readouterr().err
+    assert small_nifti.read_bytes() == before
+
+
+def test_memory_estimate_refuses_before_starting(tmp_path, capsys, small_nifti, monkeypatch):
+    from ldm_med.io import limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: 1 << 16)  # 64 KiB free
+    err = _bad(tmp_path, capsys, [str(small_nifti), "--missing", "3", "--method", "linear"])
+    assert "memory is available" in err and str(small_nifti) in err
+
+
+def test_threads_flag_sets_torch_threads(tmp_path, small_nifti, monkeypatch):
+    import torch
+
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    out = tmp_path / "out.nii.gz"
+    assert main(["reconstruct", str(small_nifti), "-o", str(out), "--missing", "3", "--method", "linear",
+                 "--threads", "3", "-q"]) == 0
+    assert seen == [3]
+
+
+def test_bad_threads_is_input_error(tmp_path, capsys, small_nifti):
+    err = _bad(tmp_path, capsys, [str(small_nifti), "--missing", "3", "--threads", "0"])
+    assert "--threads 0" in err

@@ -41,6 +41,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     from ldm_med.batch import BatchConfig, Terminated, run_batch
     from ldm_med.batch.plan import DEFAULT_MAX_GAP
     from ldm_med.cli.reconstruct import _options
+    from ldm_med.io.limits import CpuShare
     from ldm_med.progress import progress_reporter
 
     send = None
@@ -56,7 +57,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
         max_gap=DEFAULT_MAX_GAP if args.max_gap is None else args.max_gap,
         include_complete=args.include_complete, quiet=args.quiet)
     try:
-        return run_batch(cfg, progress_factory=lambda: progress_reporter(args.quiet))
+        with CpuShare(args.threads) as cpu:
+            return run_batch(cfg, progress_factory=lambda: cpu.wrap(progress_reporter(args.quiet)))
     except Terminated:
         print("ldm-med batch: terminated (SIGTERM); unfinished series were removed, "
               "run again with --resume", file=sys.stderr)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ldm_med.errors import InputError
+from ldm_med.io import limits
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write the --samples (>= 2) posterior samples as one 4D NIfTI (X, Y, Z, sample)")
     p.add_argument("--axis", type=int, choices=(0, 1, 2),
                    help="slice axis (default: the last voxel axis for NIfTI, the acquisition axis for DICOM)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace output files that exist (default: refuse, exit code 2)")
     _input_options(p)
     p.set_defaults(handler=run_reconstruct)
 
@@ -75,6 +78,10 @@ def _model_options(p: argparse.ArgumentParser, samples: int = 1, steps: int | No
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--checkpoint", help="denoiser checkpoint (default: the model shipped with ldm-med)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads for torch (default: LDM_MED_THREADS or OMP_NUM_THREADS if set, else the "
+                        "cores shared evenly between the ldm-med processes running, re-checked as they "
+                        "start and end; under torchrun cores / LOCAL_WORLD_SIZE)")
 
 
 def _input_options(p: argparse.ArgumentParser) -> None:
@@ -117,20 +124,24 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from ldm_med.io.nifti import require_nifti_path
     from ldm_med.masks import format_indices
 
-    require_nifti_path(args.output, "-o")
-    for flag, path in (("--uncertainty", args.uncertainty), ("--save-samples", args.save_samples)):
+    outputs = [("-o", args.output), ("--uncertainty", args.uncertainty),
+               ("--save-samples", args.save_samples)]
+    for flag, path in outputs:
         if path:
             require_nifti_path(path, flag)
-            if args.samples < 2:
+            if flag != "-o" and args.samples < 2:
                 raise InputError(f"{flag} needs --samples 2 or more (it comes from the posterior samples)")
+    check_outputs(args.input, [p for _, p in outputs if p], args.overwrite)
     options = _options(args)
     volume = _load(args.input, args)
     missing = ldm_med.parse_missing(args.missing, volume)
     if not missing.any():
         print(f"{args.input}: no missing slices found along axis {volume.slice_axis}; "
               "output is a copy of the input", file=sys.stderr)
-    with _progress(args.quiet) as progress:
-        result = ldm_med.reconstruct(volume, missing, options, progress=progress)
+    limits.check_memory(limits.reconstruct_bytes(volume.shape, volume.spacing, volume.slice_axis,
+                                                 options.samples), args.input)
+    with _progress(args.quiet) as progress, limits.CpuShare(args.threads) as cpu:
+        result = ldm_med.reconstruct(volume, missing, options, progress=cpu.wrap(progress))
     ldm_med.save_volume(result.volume, args.output)
     if args.uncertainty:
         ldm_med.save_volume(ldm_med.uncertainty_volume(result), args.uncertainty)
@@ -143,6 +154,22 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         if line:
             print(line)
     return 0
+
+
+def check_outputs(source: str, outputs: list[str], overwrite: bool) -> None:
+    """``InputError`` when an output is the input, two outputs are one file, or an output exists and
+    ``overwrite`` is off (nothing is replaced without ``--overwrite``)."""
+    seen: set[Path] = set()
+    src = Path(source).resolve() if Path(source).exists() else None
+    for out in outputs:
+        resolved = Path(out).resolve()
+        if src is not None and resolved == src:
+            raise InputError(f"{out}: output would overwrite the input")
+        if resolved in seen:
+            raise InputError(f"{out}: named twice among the outputs")
+        seen.add(resolved)
+        if Path(out).exists() and not overwrite:
+            raise InputError(f"{out}: exists; pass --overwrite to replace it")
 
 
 def _choice_line(info: dict) -> str:
@@ -172,8 +199,8 @@ def _uncertainty_line(info: dict) -> str:
 def run_demo(args: argparse.Namespace) -> int:
     from ldm_med.pipelines.demo import run_demo as demo
 
-    with _progress(args.quiet) as progress:
-        demo(Path(args.out), _options(args, method="ldm"), gap=args.gap, progress=progress)
+    with _progress(args.quiet) as progress, limits.CpuShare(args.threads) as cpu:
+        demo(Path(args.out), _options(args, method="ldm"), gap=args.gap, progress=cpu.wrap(progress))
     return 0
 def run_evaluate(args: argparse.Namespace) -> int:
     from ldm_med.masks import GAP_PATTERNS
@@ -199,11 +226,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise InputError(f"{name}: has missing slices {np.flatnonzero(~vol.acquired).tolist()[:8]}; "
                              "evaluation needs fully sampled volumes")
     rows = []
-    for name, vol in volumes:
-        rows += evaluate_volume(name, vol, patterns, methods, options, seed=args.seed,
-                                on_row=lambda r: print(f"{r.volume} {r.pattern:>7} {r.method:>6}: "
-                                                       f"PSNR {r.psnr:6.2f} dB  SSIM {r.ssim:.4f}  "
-                                                       f"{r.seconds:.1f} s", flush=True))
+    with limits.CpuShare(args.threads):
+        for name, vol in volumes:
+            rows += evaluate_volume(name, vol, patterns, methods, options, seed=args.seed,
+                                    on_row=lambda r: print(f"{r.volume} {r.pattern:>7} {r.method:>6}: "
+                                                           f"PSNR {r.psnr:6.2f} dB  SSIM {r.ssim:.4f}  "
+                                                           f"{r.seconds:.1f} s", flush=True))
     out = Path(args.out)
     write_csv(rows, out / "results.csv")
     table = summary_table(rows)

@@ -14,11 +14,17 @@ Environment:
   affine, and the pipeline resamples by that ratio.
 
 Both are read at every call, so tests and long-running hosts can change them.
+
+The module also holds the other resource rules of a run: ``check_memory`` (estimated peak memory against
+the cap and the memory available, before a reconstruction starts) and ``CpuShare`` (torch threads shared
+between concurrent ldm-med processes; ``LDM_MED_THREADS`` or ``--threads`` fix the count).
 """
 from __future__ import annotations
 
 import math
 import os
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +150,168 @@ def check_affine(affine, source: str | Path) -> None:
     if not det > 1e-12 * float(np.prod(np.linalg.norm(aff[:3, :3], axis=0))):
         raise InputError(f"{source}: invalid geometry: the affine's voxel axes are linearly dependent "
                          "(a singular affine)")
+
+
+# -- memory before a run -------------------------------------------------------------------------
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+RECONSTRUCT_BYTES_PER_VOXEL = 48  # float32 copies the pipeline holds at once (a rough upper bound)
+SAMPLE_BYTES_PER_VOXEL = 12  # each extra posterior sample: the sample and its latent work
+
+
+def reconstruct_bytes(shape, spacing, slice_axis: int, samples: int) -> int:
+    """Rough peak memory of one reconstruction: a few float32 copies of the volume per sample, times
+    the through-plane resampling of the refiner's training planes (in-plane spacing / slice spacing when
+    the slices are the finer axis)."""
+    sp = [float(s) for s in spacing]
+    dz = sp[slice_axis]
+    inplane = max(s for i, s in enumerate(sp) if i != slice_axis)
+    stretch = max(1.0, inplane / dz) if dz > 0 else float("inf")
+    voxels = math.prod(int(d) for d in shape)
+    per_voxel = RECONSTRUCT_BYTES_PER_VOXEL * stretch + SAMPLE_BYTES_PER_VOXEL * max(0, samples - 1)
+    return int(min(voxels * per_voxel, 2.0**62))
+
+
+def check_memory(nbytes: int, source: str | Path, what: str = "the reconstruction") -> None:
+    """``InputError`` when ``nbytes`` exceeds the allocation cap or the memory available now: refusing at
+    the start beats being killed by the kernel half way."""
+    check_allocation(nbytes, source, what)
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise InputError(f"{source}: {what} needs about {human(nbytes)} (estimate), but only {human(free)} "
+                         "of memory is available now; free memory, lower --samples, or crop the volume")
+
+
+# -- CPU threads shared between processes ----------------------------------------------------------
+ENV_THREADS = "LDM_MED_THREADS"
+_REGISTRY = Path(tempfile.gettempdir()) / "ldm-med-processes"
+REBALANCE_SECONDS = 2.0
+
+
+def cpu_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class CpuShare:
+    """The torch thread count of one ldm-med process, shared fairly with the others on the machine.
+
+    Rule (first that applies): ``--threads N``; ``LDM_MED_THREADS`` or ``OMP_NUM_THREADS`` when set;
+    under torchrun, cores / ``LOCAL_WORLD_SIZE``; else cores / (ldm-med processes running now), counted
+    from one marker file per process in ``$TMPDIR/ldm-med-processes`` (stale markers of dead processes
+    are removed). ``rebalance`` re-counts, at most every ``REBALANCE_SECONDS``, so a run that started
+    alone gives up half its threads when a second one starts (and takes them back when it ends).
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        if threads is not None and threads < 1:
+            raise InputError(f"--threads {threads}: must be 1 or more")
+        self.explicit = threads or self._from_env()
+        self.marker: Path | None = None
+        self.current: int | None = None
+        self._last = 0.0
+        if self.explicit is None and not os.environ.get("LOCAL_WORLD_SIZE"):
+            try:
+                _REGISTRY.mkdir(mode=0o1777, exist_ok=True)
+                self.marker = _REGISTRY / str(os.getpid())
+                self.marker.touch()
+            except OSError:
+                self.marker = None
+
+    @staticmethod
+    def _from_env() -> int | None:
+        for key in (ENV_THREADS, "OMP_NUM_THREADS"):
+            raw = os.environ.get(key, "").strip()
+            if raw.isdigit() and int(raw) >= 1:
+                return int(raw)
+        return None
+
+    def running(self) -> int:
+        """ldm-med processes with a live marker (this one included)."""
+        n = 0
+        try:
+            for entry in _REGISTRY.iterdir():
+                if entry.name.isdigit() and _alive(int(entry.name)):
+                    n += 1
+                elif entry.name.isdigit():
+                    entry.unlink(missing_ok=True)
+        except OSError:
+            return 1
+        return max(1, n)
+
+    def fair(self) -> int:
+        if self.explicit is not None:
+            return self.explicit
+        world = os.environ.get("LOCAL_WORLD_SIZE", "")
+        if world.isdigit() and int(world) >= 1:
+            return max(1, cpu_cores() // int(world))
+        return max(1, cpu_cores() // self.running())
+
+    def apply(self) -> int:
+        """Set torch's intra-op threads to ``fair()``; returns it."""
+        import torch
+
+        n = self.fair()
+        if n != self.current:
+            torch.set_num_threads(n)
+            self.current = n
+        self._last = time.monotonic()
+        return n
+
+    def rebalance(self) -> None:
+        if self.explicit is None and time.monotonic() - self._last >= REBALANCE_SECONDS:
+            self.apply()
+
+    def wrap(self, progress):
+        """A progress callback that rebalances the threads, then calls ``progress`` (may be None)."""
+        return _Rebalancing(self, progress)
+
+    def close(self) -> None:
+        if self.marker is not None:
+            self.marker.unlink(missing_ok=True)
+            self.marker = None
+
+    def __enter__(self) -> CpuShare:
+        self.apply()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Rebalancing:
+    """Progress callback: ``CpuShare.rebalance`` then the wrapped reporter (``close`` is forwarded)."""
+
+    def __init__(self, share: CpuShare, progress) -> None:
+        self.share, self.progress = share, progress
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.share.rebalance()
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+    def close(self) -> None:
+        if self.progress is not None and hasattr(self.progress, "close"):
+            self.progress.close()
