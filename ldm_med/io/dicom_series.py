@@ -144,17 +144,32 @@ def _read_frames(paths: list[Path], skipped: list[SkippedFile],
 
 
 def _orientation_groups(frames: list[Frame]) -> list[list[Frame]]:
-    """Split frames sharing every key but orientation into groups of one orientation each."""
+    """Split frames sharing every key but orientation into groups of one orientation each.
+
+    Linear in the frames for the usual case (a multi-frame file can hold 65535 frames of one
+    orientation): the group of the previous frame is tried first, in plain Python.
+    """
     groups: list[list[Frame]] = []
+    keys: list[tuple[float, ...] | None] = []
+    last = -1
     for f in frames:
-        for g in groups:
-            if (f.iop is None) == (g[0].iop is None) and (
-                    f.iop is None or geom.same_orientation(f.iop, g[0].iop)):
-                g.append(f)
+        key = None if f.iop is None else tuple(float(v) for v in f.iop)
+        order = ([last] if last >= 0 else []) + [i for i in range(len(groups)) if i != last]
+        for i in order:
+            if (key is None) == (keys[i] is None) and (key is None or _same_iop(key, keys[i])):
+                groups[i].append(f)
+                last = i
                 break
         else:
             groups.append([f])
+            keys.append(key)
+            last = len(groups) - 1
     return groups
+
+
+def _same_iop(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """``geom.same_orientation`` (numpy.allclose, atol 1e-3) without numpy's per-call cost."""
+    return all(abs(x - y) <= 1e-3 + 1e-5 * abs(y) for x, y in zip(a, b))
 
 
 def _drop_localizers(groups: list[list[Frame]], skipped: list[SkippedFile]) -> list[list[Frame]]:

@@ -79,6 +79,8 @@ def check(target: str, fn: Callable[[], object], names: Iterable[object],
                 leaked = [s for s in secrets if s in msg.lower()]
                 assert not leaked, f"{target}: error message leaks {leaked}: {msg}"
         peak = tracemalloc.get_traced_memory()[1]
+    except Hang as hang:  # an ordinary failure from here on, so hypothesis shrinks and prints the input
+        raise AssertionError(f"{target}: {hang}") from None
     finally:
         tracemalloc.stop()
     assert peak <= CAP + SLACK, f"{target}: allocated {peak / 2**20:.0f} MiB, above the cap"
