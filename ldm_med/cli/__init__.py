@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from ldm_med.errors import Cancelled, InputError
@@ -31,17 +33,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds: temporary files are removed, nothing half-written stays
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)  # batch installs its own while it runs
     try:
         return int(args.handler(args) or 0)
     except InputError as err:
         print(f"ldm-med {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full, permission denied, a file gone mid-run: not bad input, one line
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        print(f"ldm-med {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
     except Cancelled:
         print(f"ldm-med {args.command}: cancelled", file=sys.stderr)
         return 130
