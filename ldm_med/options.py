@@ -108,8 +108,8 @@ class GenerateOptions:
         sampler, steps: the diffusion sampler and its number of steps.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
         checkpoint: a generation model file; default the shipped model for ``dims``.
-        decoder_noise: add white noise of the autoencoder's round-trip error on the class (recorded
-            in the model), so samples have the data's grain instead of the decoder's smooth mean.
+        decoder_noise: add white noise of the autoencoder's robust round-trip error on the class
+            (recorded in the model), so samples have the data's grain, not the decoder's smooth mean.
     """
 
     preset: str
