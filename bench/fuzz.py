@@ -1,7 +1,7 @@
 """The long fuzz run: every target of tests/fuzz with many inputs, and a tally of the outcomes.
 
     python bench/fuzz.py --inputs 10000                 # >= 10,000 inputs per target (hours on 1 core)
-    python bench/fuzz.py --inputs 500 --only nifti      # one target: nifti, dicom, text, checkpoint
+    python bench/fuzz.py --inputs 500 --only nifti      # one target: nifti, dicom, text, checkpoint, formats
     nice -n 19 env OMP_NUM_THREADS=1 python bench/fuzz.py --inputs 10000 --json fuzz.json
 
 Each input must give a valid result or an ``InputError`` naming the file, within the per-input time bound
@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"nifti": "test_fuzz_nifti.py", "dicom": "test_fuzz_dicom.py", "text": "test_fuzz_text.py",
-           "checkpoint": "test_fuzz_checkpoint.py"}
+           "checkpoint": "test_fuzz_checkpoint.py", "formats": "test_fuzz_formats.py"}
 
 
 def main() -> int:

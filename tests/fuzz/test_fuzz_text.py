@@ -32,7 +32,8 @@ def _valid_mask(n: int):
 @given(SPECS, st.one_of(st.integers(1, 64), st.sampled_from([1, 2, 10**6])))
 def test_missing_spec(spec, n):
     # an InputError about a spec names the spec's offending token, or says what is wrong with it
-    names = [t.strip() for t in spec.split(",")] + ["specification", "slice", "keep", "'auto'"]
+    tokens = [t.strip() for t in spec.split(",")]
+    names = tokens + [repr(t)[1:-1] for t in tokens] + ["specification", "slice", "keep", "'auto'"]
     check("missing-spec", lambda: parse_missing_spec(spec, n), names, _valid_mask(n))
 
 
