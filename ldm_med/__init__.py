@@ -49,6 +49,7 @@ _LAZY = {
     "generate": "ldm_med.pipelines.generate",
     "Generation": "ldm_med.pipelines.generate",
     "save_generation": "ldm_med.api",
+    "generation_model_info": "ldm_med.api",
     "preset_attributes": "ldm_med.api",
 }
 
@@ -56,6 +57,7 @@ __all__ = ["Cancelled", "InputError", "Volume", "__version__", *_LAZY]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports them
     from ldm_med.api import (  # noqa: F401
+        generation_model_info,
         load_volume,
         parse_missing,
         preset_attributes,

@@ -153,3 +153,20 @@ def preset_attributes() -> dict[str, dict]:
     from ldm_med.data.presets import PRESETS
 
     return {name: asdict(preset.attribute) for name, preset in PRESETS.items()}
+
+
+def generation_model_info(checkpoint: str | Path | None = None, dims: int = 2) -> dict:
+    """What a generation model file offers (default: the shipped one for ``dims``): ``{"file", "dims",
+    "arch", "size", "classes": {name: {"modality", "format", "attributes": {name: {"unit", "low",
+    "high", "description"}}}}}``. Loads the model (torch)."""
+    from ldm_med.generation.model import load_generation_model
+    from ldm_med.pipelines.generate import class_attributes
+
+    model = load_generation_model(checkpoint, dims)
+    classes = {}
+    for name in model.label_names:
+        info = model.classes[name]
+        classes[name] = {"modality": info["modality"], "format": info["natural_format"],
+                         "attributes": {a: model.attributes[a] for a in class_attributes(model, name)}}
+    return {"file": str(model.path), "dims": model.dims, "arch": model.arch, "size": list(model.size),
+            "classes": classes}

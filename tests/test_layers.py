@@ -3,12 +3,13 @@
     doors        ldm_med.cli, ldm_med.batch, napari_plugin      (call the public API)
     public API   ldm_med (lazy names), ldm_med.api
     engines      ldm_med.pipelines  |  ldm_med.train            (peers: neither imports the other)
-    shared       ldm_med.inpainting                             (what both engines need)
+    shared       ldm_med.inpainting, ldm_med.generation         (what both engines need)
     core         io, data, masks, metrics, config, nets, diffusion, checkpoint, options
     base         volume, errors, utils, progress
 
 A module imports only from its own layer or the layers below it; doors may not reach into the
-reconstruction internals (inpainting, nets, diffusion, pipelines.reconstruct).
+reconstruction and generation internals (inpainting, generation, nets, diffusion, pipelines.reconstruct,
+pipelines.generate).
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ LAYERS = {
 }
 RANK = {part: rank for rank, parts in enumerate(LAYERS.values()) for part in parts}
 PEERS = {("pipelines", "train"), ("train", "pipelines")}
-DOOR_FORBIDDEN = ("ldm_med.inpainting", "ldm_med.nets", "ldm_med.diffusion",
-                  "ldm_med.pipelines.reconstruct")
+DOOR_FORBIDDEN = ("ldm_med.inpainting", "ldm_med.generation", "ldm_med.nets", "ldm_med.diffusion",
+                  "ldm_med.pipelines.reconstruct", "ldm_med.pipelines.generate")
 ENTRY_POINTS = {"ldm_med.train.__main__"}  # `python -m ldm_med.train` is a door onto the CLI
 
 

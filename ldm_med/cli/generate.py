@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ldm_med.options import FORMATS, PRESET_NAMES, SAMPLER_NAMES
 
@@ -77,14 +78,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def list_presets(args: argparse.Namespace) -> int:
-    from ldm_med.generation.model import load_generation_model
-    from ldm_med.pipelines.generate import class_attributes
+    import ldm_med
 
-    model = load_generation_model(args.checkpoint, args.dims)
-    print(f"{model.path.name}: {model.dims}D {model.arch} model, size {' x '.join(map(str, model.size))}")
-    for name in model.label_names:
-        info = model.classes[name]
-        attrs = [f"{a}=[{model.attributes[a]['low']:g}, {model.attributes[a]['high']:g}] "
-                 f"{model.attributes[a]['unit']}" for a in class_attributes(model, name)]
-        print(f"  {name:<14} {info['modality']:<6} {info['natural_format']:<6} {'; '.join(attrs) or '-'}")
+    info = ldm_med.generation_model_info(args.checkpoint, args.dims)
+    print(f"{Path(info['file']).name}: {info['dims']}D {info['arch']} model, size "
+          f"{' x '.join(map(str, info['size']))}")
+    for name, c in info["classes"].items():
+        attrs = [f"{a}=[{s['low']:g}, {s['high']:g}] {s['unit']}" for a, s in c["attributes"].items()]
+        print(f"  {name:<14} {c['modality']:<6} {c['format']:<6} {'; '.join(attrs) or '-'}")
     return 0
