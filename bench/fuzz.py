@@ -33,9 +33,8 @@ def main() -> int:
     os.environ["LDM_MED_FUZZ_EXAMPLES"] = str(args.inputs)
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "tests" / "fuzz"))
-    import pytest
-
     import harness
+    import pytest
 
     files = [str(ROOT / "tests" / "fuzz" / TARGETS[t]) for t in (args.only or sorted(TARGETS))]
     start = time.time()
