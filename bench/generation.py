@@ -35,7 +35,6 @@ from ldm_med.data.presets import PRESETS  # noqa: E402
 from ldm_med.generation import quality as q  # noqa: E402
 from ldm_med.generation.model import load_generation_model  # noqa: E402
 
-BEGIN, END = "<!-- bench/generation.py: begin -->", "<!-- bench/generation.py: end -->"
 HELD_OUT_SEED, TRAIN_SEED = 800000, 1000
 
 
@@ -132,11 +131,13 @@ def table(rows: list[dict], title: str) -> str:
     return "\n".join(out)
 
 
-def write_section(path: Path, text: str) -> None:
+def write_section(path: Path, text: str, name: str = "generation") -> None:
+    """Replace this script's section ``name`` of ``path`` (between its markers), keeping the rest."""
+    begin, end = f"<!-- bench/generation.py {name}: begin -->", f"<!-- bench/generation.py {name}: end -->"
     doc = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc:
-        doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, doc, flags=re.S)
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc:
+        doc = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
     else:
         doc = doc.rstrip() + "\n\n" + block + "\n"
     path.write_text(doc)
@@ -155,10 +156,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    ap.add_argument("--section", default="generation", help="the marker name of the section to write")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     command = "python bench/generation.py " + " ".join(sys.argv[1:])
-    sections = [f"## Generation (`{command.strip()}`)", "",
+    heading = "Generation" if args.section == "generation" else f"Generation: {args.section}"
+    sections = [f"## {heading} (`{command.strip()}`)", "",
                 f"CPU, {args.threads} threads, load average at the start {os.getloadavg()[0]:.1f}; "
                 f"sampler dpm++2m, {args.steps} steps, guidance {args.guidance:g}. Distances are energy "
                 "distances to held-out generator samples (lower is better; see "
@@ -176,7 +179,7 @@ def main() -> int:
             other = [bench_preset(p, 2, args.compare, args) for p in args.presets]
             sections += [table(other, f"2D, {Path(args.compare).name} (the other denoiser family)"), "",
                          family_summary(rows, other, name, Path(args.compare).name), ""]
-    write_section(Path(args.out), "\n".join(sections).rstrip())
+    write_section(Path(args.out), "\n".join(sections).rstrip(), args.section)
     return 0
 
 
