@@ -104,6 +104,16 @@ def load_fits(path: str | Path) -> Volume:
     if arr.ndim not in (2, 3) or arr.dtype.kind not in "iuf" or arr.size == 0:
         raise InputError(f"{path}: FITS image of shape {arr.shape} ({arr.dtype}) is not a 2D image or a "
                          "3D cube of numbers")
+    try:
+        return _as_volume(arr, header, path, caught)
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged card raises VerifyError, ValueError, KeyError...
+        raise read_failure(path, err, "FITS header") from None
+
+
+def _as_volume(arr: np.ndarray, header, path: Path, caught: list) -> Volume:
+    """The image and its header (WCS, ldm-med record) as a ``Volume``."""
     naxis = arr.ndim
     vol = arr.T if naxis == 3 else arr.T[:, :, None]  # numpy (NAXIS3, NAXIS2, NAXIS1) -> (i, j, k)
     wcs = _wcs_record(header, naxis)

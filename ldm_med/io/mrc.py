@@ -61,9 +61,30 @@ def _labels(header) -> list[str]:
     return [bytes(header.label[i]).decode("ascii", "replace").strip() for i in range(n)]
 
 
+def _check_extended_header(path: Path) -> None:
+    """Refuse a declared extended header (``nsymbt``) larger than the file before mrcfile reads it:
+    mrcfile allocates the declared size first (2 GiB for a damaged 1 kB file)."""
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1024)
+        size = path.stat().st_size
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the MRC file ({err.strerror or err})") from None
+    if len(head) < 1024:
+        return  # mrcfile names the short header
+    endian = ">" if head[212] == 0x11 else "<"  # the machine stamp: 0x11 big-endian, 0x44 little
+    (nsymbt,) = struct.unpack_from(endian + "i", head, 92)
+    if nsymbt < 0 or 1024 + nsymbt > size:
+        raise InputError(f"{path}: corrupt MRC header: it declares an extended header of {nsymbt} bytes "
+                         f"in a file of {size} bytes")
+
+
 def _open(path: Path):
     import mrcfile
 
+    _check_extended_header(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
