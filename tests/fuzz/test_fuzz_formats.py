@@ -11,7 +11,6 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import pytest
 from harness import check, fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
