@@ -105,3 +105,14 @@ def test_info_nifti_flags_slices_that_look_missing(tmp_path, capsys):
     assert "slices that look missing (blank, constant or NaN): 2 (k = 2,5, 0-based)" in out
     assert "non-finite voxels: 1" in out
 
+
+
+def test_convert_never_replaces_a_file_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "o.nii"
+    out.write_bytes(b"keep me")
+    args = ["convert", str(NIB_DATA / "anatomical.nii"), str(out)]
+    assert main(args) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    assert main([*args, "--overwrite"]) == 0 and nib.load(out).shape[:2] == (33, 41)
+    assert main(["convert", str(out), str(out), "--overwrite"]) == 2
+    assert "overwrite the input" in capsys.readouterr().err

@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ldm_med.errors import InputError
-
 _SERIES_HELP = ("DICOM: series to use, as its index in `ldm-med info` or its SeriesInstanceUID "
                 "(default: the largest image series)")
 _INDEX_HELP = "4D NIfTI: which volume to use (0-based)"
@@ -37,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--format", choices=_FORMATS, help="output format (default: from the suffix)")
     c.add_argument("--series", help=_SERIES_HELP)
     c.add_argument("--volume-index", type=int, help=_INDEX_HELP)
+    c.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     c.set_defaults(handler=_convert)
 
 
@@ -49,6 +48,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from ldm_med.cli._outputs import check_outputs
     from ldm_med.io import load_volume, save_volume_as
     from ldm_med.io.formats import FORMAT_NAMES
     from ldm_med.io.write import require_output
@@ -56,8 +56,7 @@ def _convert(args: argparse.Namespace) -> int:
 
     src, out = Path(args.input), Path(args.output)
     fmt = require_output(out, args.format)
-    if out.exists() and src.exists() and out.resolve() == src.resolve():
-        raise InputError(f"{out}: output would overwrite the input")
+    check_outputs(str(src), [str(out)], args.overwrite)
     vol = load_volume(src, series=args.series, volume_index=args.volume_index)
     save_volume_as(vol, out, fmt=fmt)
     meta = vol.metadata

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ldm_med.cli._outputs import check_outputs
 from ldm_med.errors import InputError
 from ldm_med.io import limits
 
@@ -154,22 +155,6 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         if line:
             print(line)
     return 0
-
-
-def check_outputs(source: str, outputs: list[str], overwrite: bool) -> None:
-    """``InputError`` when an output is the input, two outputs are one file, or an output exists and
-    ``overwrite`` is off (nothing is replaced without ``--overwrite``)."""
-    seen: set[Path] = set()
-    src = Path(source).resolve() if Path(source).exists() else None
-    for out in outputs:
-        resolved = Path(out).resolve()
-        if src is not None and resolved == src:
-            raise InputError(f"{out}: output would overwrite the input")
-        if resolved in seen:
-            raise InputError(f"{out}: named twice among the outputs")
-        seen.add(resolved)
-        if Path(out).exists() and not overwrite:
-            raise InputError(f"{out}: exists; pass --overwrite to replace it")
 
 
 def _choice_line(info: dict) -> str:
