@@ -182,6 +182,22 @@ def reconstruct_bytes(shape, spacing, slice_axis: int, samples: int) -> int:
     return int(min(voxels * per_voxel, 2.0**62))
 
 
+GENERATE_BYTES_PER_VOXEL = 48      # the decoded sample and its float32 copies (stretch, noise, file)
+DECODER_BYTES_PER_PIXEL = 768      # the decoder's full-resolution activations per slice it decodes at once
+LATENT_BYTES_PER_VOXEL = 4096      # the denoiser's activations per latent voxel (guided: doubled batch)
+
+
+def generation_bytes(size, downsample: int, slices_at_once: int = 64) -> int:
+    """Rough peak memory of generating one sample of ``size`` ((H, W) or (D, H, W))."""
+    size = [int(s) for s in size]
+    voxels = math.prod(size)
+    plane = size[-1] * size[-2]
+    latent = voxels / downsample ** 2
+    slices = 1 if len(size) == 2 else min(size[0], slices_at_once)
+    total = voxels * GENERATE_BYTES_PER_VOXEL + slices * plane * DECODER_BYTES_PER_PIXEL
+    return int(min(total + latent * LATENT_BYTES_PER_VOXEL, 2.0**62))
+
+
 def check_memory(nbytes: int, source: str | Path, what: str = "the reconstruction") -> None:
     """``InputError`` when ``nbytes`` exceeds the allocation cap or the memory available now: refusing at
     the start beats being killed by the kernel half way."""

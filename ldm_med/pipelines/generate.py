@@ -101,6 +101,10 @@ def check_request(model: GenerationModel, options: GenerateOptions) -> tuple[int
     if any(s % m or s < m for s, m in zip(size, mult)):
         raise InputError(f"{where}: cannot produce size {list(size)}: each size must be a positive multiple "
                          f"of {list(mult)} (trained at {list(model.size)})")
+    from ldm_med.io import limits
+
+    limits.check_memory(limits.generation_bytes(size, model.ae.downsample), where,
+                        f"a sample of size {list(size)}")
     return model.label_names.index(options.preset), size
 
 

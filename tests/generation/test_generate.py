@@ -79,6 +79,7 @@ def test_out_of_range_attribute_is_clamped_with_a_warning(tiny_generator):
     (["--preset", "medical-ct", "--attr", "body_diameter"], "expected NAME=VALUE"),
     (["--preset", "medical-ct", "--size", "18", "18"], "cannot produce size [18, 18]"),
     (["--preset", "medical-ct", "--dims", "3"], "a 2D model, but --dims 3"),
+    (["--preset", "medical-ct", "--size", "262144", "262144"], "allocation cap"),
     (["--preset", "medical-ct", "--format", "png", "--n", "0"], "--n must be >= 1"),
 ])
 def test_bad_requests_exit_2_with_one_line(tiny_generator, tmp_path, capsys, argv, message):
