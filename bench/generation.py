@@ -71,9 +71,13 @@ def distances(ae, samples, ref) -> dict[str, float]:
                                           [q.autoencoder_features(ae, r) for r in ref])}
 
 
+DECODER_NOISE = True
+
+
 def generate(preset: str, dims: int, ckpt, n: int, seed: int, attrs=(), steps: int = 20, guidance=2.0):
     opts = ldm_med.GenerateOptions(preset=preset, dims=dims, n=n, seed=seed, attrs=attrs, steps=steps,
-                                   guidance=guidance, device="cpu", checkpoint=ckpt)
+                                   guidance=guidance, device="cpu", checkpoint=ckpt,
+                                   decoder_noise=DECODER_NOISE)
     return ldm_med.generate(opts)
 
 
@@ -154,16 +158,21 @@ def main() -> int:
     ap.add_argument("--sweep", type=int), ap.add_argument("--reps", type=int)
     ap.add_argument("--steps", type=int, default=20), ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-decoder-noise", action="store_true",
+                    help="sample the decoder's mean (compares denoisers alone)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     ap.add_argument("--section", default="generation", help="the marker name of the section to write")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    global DECODER_NOISE
+    DECODER_NOISE = not args.no_decoder_noise
     command = "python bench/generation.py " + " ".join(sys.argv[1:])
     heading = "Generation" if args.section == "generation" else f"Generation: {args.section}"
     sections = [f"## {heading} (`{command.strip()}`)", "",
                 f"CPU, {args.threads} threads, load average at the start {os.getloadavg()[0]:.1f}; "
-                f"sampler dpm++2m, {args.steps} steps, guidance {args.guidance:g}. Distances are energy "
+                f"sampler dpm++2m, {args.steps} steps, guidance {args.guidance:g}, decoder noise "
+                f"{'off' if args.no_decoder_noise else 'on'}. Distances are energy "
                 "distances to held-out generator samples (lower is better; see "
                 "`ldm_med/generation/quality.py`).", ""]
     for dims in args.dims:
