@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         per = result.seconds / max(1, len(paths))
         print(f"{len(paths)} synthetic {opts.preset} sample(s) in {result.seconds:.1f} s ({per:.2f} s each) "
-              f"-> {args.out}/ ({paths[0].suffix if len(paths) else ''} files, gallery.png, generation.json)")
+              f"-> {args.out}/ ({(args.format or result.natural_format).upper()} files, gallery.png, "
+              "generation.json)")
         for p, v in zip(paths, result.volumes):
             found = v.metadata["provenance"].get("measured", {})
             measured = ", ".join(f"{k} {val:g}" for k, val in found.items())
