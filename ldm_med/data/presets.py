@@ -186,26 +186,26 @@ def count_sources(data: np.ndarray, spacing: tuple[float, ...] = (1.0, 1.0)) -> 
 
 
 # -- draws: the generator call of one seed, with the attribute's knob drawn from the seed ----------
-def _draw_ct(rng, seed, size, spacing, dims):
-    from ldm_med.data.phantoms import ct_body
+def _phantom_draw(name: str, fill_low: float, slab_spacing: float, first: int):
+    """The draw of a phantom generator (``ct_body``, ``mr_head``) whose ``fill`` is the knob: a 3D volume,
+    or one slice (from ``first`` on) of a thin stack of ``slab_spacing`` mm slices, so the anatomy along z
+    still varies per seed."""
+    def draw(rng, seed, size, spacing, dims):
+        from ldm_med.data import phantoms
 
-    fill = float(rng.uniform(0.45, 1.0))
-    if dims == 3:
-        return ct_body(shape=size, spacing=spacing, seed=seed, fill=fill).data
-    depth = 9  # a thin stack around the slice: the anatomy along z still varies per seed
-    vol = ct_body(shape=(*size, depth), spacing=(*spacing, 30.0), seed=seed, fill=fill).data
-    return vol[:, :, int(rng.integers(2, depth - 2))]
+        generator = getattr(phantoms, name)
+        fill = float(rng.uniform(fill_low, 1.0))
+        if dims == 3:
+            return generator(shape=size, spacing=spacing, seed=seed, fill=fill).data
+        depth = 9
+        vol = generator(shape=(*size, depth), spacing=(*spacing, slab_spacing), seed=seed, fill=fill).data
+        return vol[:, :, int(rng.integers(first, depth - 2))]
+
+    return draw
 
 
-def _draw_mr(rng, seed, size, spacing, dims):
-    from ldm_med.data.phantoms import mr_head
-
-    fill = float(rng.uniform(0.5, 1.0))
-    if dims == 3:
-        return mr_head(shape=size, spacing=spacing, seed=seed, fill=fill).data
-    depth = 9
-    vol = mr_head(shape=(*size, depth), spacing=(*spacing, 12.0), seed=seed, fill=fill).data
-    return vol[:, :, int(rng.integers(3, depth - 2))]
+_draw_ct = _phantom_draw("ct_body", 0.45, 30.0, 2)
+_draw_mr = _phantom_draw("mr_head", 0.5, 12.0, 3)
 
 
 def _draw_molecule(rng, seed, size, spacing, dims):
