@@ -92,6 +92,15 @@ def _logged_errors() -> Iterator[_Errors]:
         logger.propagate = propagate
 
 
+def _check_declared(path: Path, series, page) -> None:
+    """The series' declared size against the cap and the file size, before tifffile allocates it."""
+    from ldm_med.io import limits
+
+    nbytes = limits.check_shape(series.shape, np.dtype(series.dtype).itemsize, path, "the TIFF series")
+    compressed = int(getattr(page, "compression", 1) or 1) != 1
+    limits.check_declared(path, nbytes, path.stat().st_size, compressed=compressed, what="the TIFF header")
+
+
 def load_tiff(path: str | Path) -> Volume:
     """Read the first series of a TIFF file (a stack of pages, or one image) as a ``Volume``."""
     import tifffile
@@ -100,6 +109,7 @@ def load_tiff(path: str | Path) -> Volume:
     try:
         with _logged_errors() as errors, tifffile.TiffFile(str(path)) as tif:
             series = tif.series[0]
+            _check_declared(path, series, tif.pages[0])
             axes, arr = series.axes, series.asarray()
             page = tif.pages[0]
             ij = tif.imagej_metadata or {}
@@ -116,7 +126,10 @@ def load_tiff(path: str | Path) -> Volume:
         raise InputError(f"{path}: TIFF data of type {arr.dtype} is not greyscale numbers")
     stack = _stack_array(path, arr, axes)
     unit = str(ij.get("unit") or ux or "pixel").replace("\\u00B5", "u").replace("micron", "um")
-    sz = float(ij.get("spacing", 1.0) or 1.0)
+    try:
+        sz = float(ij.get("spacing", 1.0) or 1.0)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: corrupt ImageJ spacing {str(ij.get('spacing'))[:40]!r}") from None
     header = np.diag([-sx, -sy, sz, 1.0])  # DICOM's convention: x, y are patient L and P
     rec = parse_record(ij.get("ldm_med") if isinstance(ij.get("ldm_med"), str) else None)
     if ij.get("synthetic") is True:
