@@ -121,8 +121,13 @@ def content_digest(tensors: dict[str, Tensor], metadata: dict[str, str]) -> str:
 def _refuse_pickle(path: Path) -> None:
     """``InputError`` for a PyTorch pickle (zip or legacy format), before anything unpickles it."""
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or path.suffix.lower() in _PICKLE_SUFFIXES:
+        head = f.read(9)
+    # a safetensors file: an 8-byte little-endian header length (its first byte can be 0x80, pickle's
+    # PROTO opcode), then the JSON header; such a file is never unpickled
+    length = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+    safetensors = head[8:9] == b"{" and 0 <= length <= path.stat().st_size - 8
+    pickled = head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+    if path.suffix.lower() in _PICKLE_SUFFIXES or (pickled and not safetensors):
         raise InputError(f"{path}: a pickle checkpoint (torch.save, {path.suffix or 'no suffix'}) is "
                          "refused: unpickling can run arbitrary code; ldm-med reads safetensors files only "
                          "(convert it with safetensors.torch.save_file where you trust the file)")

@@ -260,3 +260,15 @@ def test_shipped_models_load_with_their_pinned_checksum():
     for name in SHIPPED_SHA256:
         model = load_model(MODELS_DIR / name)
         assert model.metadata["checksum"] in ("shipped file, sha256 pinned", "sha256 verified")
+
+
+def test_a_safetensors_header_length_starting_with_pickles_opcode_loads(tmp_path):
+    """A safetensors file starts with its header length; when that length's low byte is 0x80 (pickle's
+    PROTO opcode) the file must still load (seen in CI: a model file refused as a pickle)."""
+    for pad in range(512):
+        path = save_model(tmp_path / "ae.safetensors", _ae(), kind="autoencoder", config={"model": AE_CFG},
+                          extra={"latent_scale": 1.0, "pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert load_model(path).kind == "autoencoder"
