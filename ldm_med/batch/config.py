@@ -23,6 +23,8 @@ class BatchConfig:
         workers: threads for reading and writing beside the compute (1: all in turn).
         max_gap: longest run of missing slices that is filled; longer gaps are refused.
         include_complete: write series with nothing missing too.
+        overwrite: redo the series of an earlier run in ``out_dir`` (without it, and without ``resume``,
+            an ``out_dir`` holding an earlier run is refused: nothing is replaced unasked).
     """
 
     in_dir: Path
@@ -32,6 +34,7 @@ class BatchConfig:
     options: ReconstructOptions = field(default_factory=ReconstructOptions)
     dry_run: bool = False
     resume: bool = False
+    overwrite: bool = False
     anonymize: bool = False
     send: object = None
     workers: int = 1

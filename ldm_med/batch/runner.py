@@ -405,6 +405,10 @@ def run_batch(cfg: BatchConfig, progress_factory=lambda: None) -> int:
     runner.options_digest = _options_digest(cfg)
     settings = digest(runner.options_digest, *cfg.formats, cfg.anonymize)[:16]
     before = runner.manifest.meta("settings")
+    if before is not None and not (cfg.resume or cfg.overwrite):
+        runner.manifest.close()
+        raise InputError(f"{cfg.out_dir}: holds the results of an earlier run; pass --resume to finish it "
+                         "or --overwrite to redo it, or choose another OUT_DIR")
     if cfg.resume and before is not None and before != settings:
         runner.manifest.close()
         raise InputError(f"{cfg.out_dir}: --resume with other settings than the run that wrote it "

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="print what would be done; write nothing")
     p.add_argument("--resume", action="store_true",
                    help="skip series the manifest in OUT_DIR records as finished; redo the others")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every series of an earlier run in OUT_DIR, replacing its files")
     p.add_argument("--anonymize", action="store_true",
                    help="de-identify the derived series (DICOM PS3.15 basic profile, consistent UIDs)")
     p.add_argument("--send", metavar="AET@HOST:PORT",
@@ -53,6 +55,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
         in_dir=args.in_dir, out_dir=args.out_dir,
         formats=tuple(f.strip().lower() for f in args.format.split(",") if f.strip()),
         missing=args.missing, options=_options(args), dry_run=args.dry_run, resume=args.resume,
+        overwrite=args.overwrite,
         anonymize=args.anonymize, send=send, workers=args.workers,
         max_gap=DEFAULT_MAX_GAP if args.max_gap is None else args.max_gap,
         include_complete=args.include_complete, quiet=args.quiet)
