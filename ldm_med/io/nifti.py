@@ -291,6 +291,9 @@ def save_nifti(volume: Volume, path: str | Path, *, stack: np.ndarray | None = N
     try:
         nib.save(img, str(tmp))
         os.replace(tmp, path)
+    except OSError as err:  # disk full, a folder gone: name the output, not the temporary file
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

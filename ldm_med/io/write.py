@@ -63,6 +63,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except PermissionError as err:
         raise InputError(f"{path}: cannot write there ({err.strerror or err})") from None
+    except OSError as err:  # disk full, a folder gone: name the output, not the temporary file
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
