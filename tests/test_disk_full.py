@@ -39,3 +39,21 @@ def test_disk_full_is_one_line_and_leaves_nothing(full_disk, tmp_path, capsys, c
     assert list(full_disk.iterdir()) == []
     assert run(tmp_path / "a.nii") == 0 and run(tmp_path / "b.nii") == 0
     assert (tmp_path / "a.nii").read_bytes() == (tmp_path / "b.nii").read_bytes()
+
+
+def test_a_read_only_output_folder_is_refused_before_any_work(tmp_path, capsys):
+    """A read-only file system (a tmpfs mounted ro): refused up front even as root, exit 2."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        target = mount / "out.nii"
+        assert main(["reconstruct", str(SAMPLE), "-o", str(target), "--method", "linear", "-q"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(mount) in err[0]
+        assert list(mount.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

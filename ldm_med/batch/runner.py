@@ -89,6 +89,10 @@ class Runner:
                 raise
             work.missing = np.zeros(vol.n_slices, dtype=bool)
         if work.missing.any():
+            from ldm_med.io import limits
+
+            need = limits.reconstruct_bytes(vol.shape, vol.spacing, vol.slice_axis, self.options.samples)
+            limits.check_memory(need, f"series {work.plan.index} [{work.plan.key}]")  # refused, not killed
             work.result = ldm_med.reconstruct(vol, work.missing, self.options, progress=progress)
         work.seconds["model"] = time.perf_counter() - t
         return work
