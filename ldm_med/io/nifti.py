@@ -177,6 +177,47 @@ def _pixdim_problem(img, fixes: list[str]) -> str | None:
     return None if fix is None else f"invalid geometry: {fix.split(';')[0]} (the voxel spacing is unknown)"
 
 
+def _check_extensions(path: Path) -> None:
+    """Refuse a NIfTI-1/2 header extension whose declared size does not fit in the file, before nibabel
+    reads it (it allocates the declared size first: 474 MiB for a damaged 672-byte file)."""
+    import gzip
+    import struct
+
+    from ldm_med.io import limits
+
+    compressed = path.name.lower().endswith(".gz")
+    size = os.path.getsize(path)
+    room = size * limits.GZIP_MAX_RATIO if compressed else size
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as fh:
+            head = fh.read(552)
+            for endian in ("<", ">"):
+                if len(head) >= 4 and struct.unpack_from(endian + "i", head, 0)[0] in (348, 540):
+                    break
+            else:
+                return  # not a NIfTI header: nibabel names the problem
+            nifti1 = struct.unpack_from(endian + "i", head, 0)[0] == 348
+            offset = 352 if nifti1 else 544
+            if len(head) < offset or head[offset - 4] == 0:
+                return  # no extensions
+            vox = struct.unpack_from(endian + ("f" if nifti1 else "q"), head, 108 if nifti1 else 168)[0]
+            end = vox if vox > offset else room  # extensions run up to the voxel data (.hdr: to the end)
+            for _ in range(4096):  # extensions are chained: size, code, content
+                if offset + 8 > end:
+                    return
+                fh.seek(offset)
+                pair = fh.read(8)
+                if len(pair) < 8:
+                    return
+                esize = struct.unpack(endian + "i", pair[:4])[0]
+                if esize < 8 or offset + esize > min(end, room):
+                    raise InputError(f"{path}: corrupt NIfTI header: an extension declares {esize} bytes, "
+                                     f"but the file holds {limits.human(size)}")
+                offset += esize
+    except (OSError, EOFError, gzip.BadGzipFile, struct.error):
+        return  # not gzip after all, or damaged: nibabel names the problem
+
+
 def open_nifti(path: str | Path):
     """``nibabel.load`` with every failure as ``InputError`` naming the file, and the header checked
     (sizes against the file and ``limits``, geometry) before any voxel is read."""
@@ -186,6 +227,7 @@ def open_nifti(path: str | Path):
     try:
         if os.path.getsize(path) == 0:
             raise InputError(f"{path}: empty file (0 bytes), not a NIfTI image")
+        _check_extensions(path)
         with _collect_fixes() as fixes:
             img = nib.load(str(path))
     except InputError:
