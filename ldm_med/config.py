@@ -317,7 +317,10 @@ class DiffusionRun:
         if any(whole) and (self.task != "generation" or not all(whole)):
             raise InputError("preset and folder sources are for task: generation, and are not mixed "
                              "with generator, real or paths sources")
-        self.sde = VPSDE.from_dict(self.sde).to_dict()  # validates and resolves defaults
+        try:
+            self.sde = VPSDE.from_dict(self.sde).to_dict()  # validates and resolves defaults
+        except (TypeError, ValueError, OverflowError) as err:
+            raise InputError(f"sde: {err}") from None
         if self.task == "slice-inpainting" and self.labels.enabled:
             raise InputError("labels are for task: generation only")
         if self.task == "slice-inpainting" and self.model.cond_channels != self.model.in_channels + 1:

@@ -418,6 +418,18 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
+def display_text(value, limit: int) -> str:
+    """A header text fit to print: up to the first control character, at most ``limit`` characters (the
+    VR's maximum: LO 64, CS 16). A damaged value length makes a value swallow the elements after it
+    (tags, VRs, the patient's name); their binary tags start with control bytes, so the cut drops them."""
+    text = str(value)
+    for i, ch in enumerate(text):
+        if ord(ch) < 32 or ord(ch) == 127:
+            text = text[:i]
+            break
+    return text[:limit].strip()
+
+
 def image_frames(path: Path, ds: Dataset) -> list[Frame]:
     """The image frames of a classified image header, with geometry, rescale and grouping keys."""
     n_frames = _int(ds.get("NumberOfFrames")) or 1
@@ -428,8 +440,8 @@ def image_frames(path: Path, ds: Dataset) -> list[Frame]:
         path=path, sop_uid=str(ds.get("SOPInstanceUID", "")) or None,
         series_uid=str(ds.get("SeriesInstanceUID", "")) or "(no SeriesInstanceUID)",
         rows=_int(ds.get("Rows")) or 0, cols=_int(ds.get("Columns")) or 0,
-        description=str(ds.get("SeriesDescription") or ds.get("ProtocolName") or ""),
-        modality=str(ds.get("Modality", "")), number=_int(ds.get("SeriesNumber")),
+        description=display_text(ds.get("SeriesDescription") or ds.get("ProtocolName") or "", 64),
+        modality=display_text(ds.get("Modality", ""), 16), number=_int(ds.get("SeriesNumber")),
         acquisition=None if ds.get("AcquisitionNumber") in (None, "")
         else str(ds.get("AcquisitionNumber")),
     )

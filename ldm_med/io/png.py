@@ -35,12 +35,32 @@ _GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L")
 _LEVELS = 65535
 
 
+def _check_chunks(path: Path) -> None:
+    """Walk the PNG's chunks before Pillow reads them: every declared chunk length inside the file (a
+    damaged length made Pillow allocate 609 MiB for a 6x5 image)."""
+    import struct
+
+    raw = path.read_bytes()
+    if raw[:8] != b"\x89PNG\r\n\x1a\n":
+        return  # Pillow names the problem
+    offset = 8
+    while offset + 8 <= len(raw):
+        length, kind = struct.unpack_from(">I4s", raw, offset)
+        if offset + 12 + length > len(raw):
+            raise InputError(f"{path}: corrupt PNG: chunk {kind!r} declares {length} bytes past the end of "
+                             "the file")
+        if kind == b"IEND":
+            return
+        offset += 12 + length
+
+
 def load_png(path: str | Path) -> Volume:
     """Read a greyscale PNG as a ``Volume`` of shape ``(width, height, 1)``."""
     from PIL import Image
 
     path = Path(path)
     try:
+        _check_chunks(path)
         with Image.open(str(path)) as im:
             if im.format != "PNG":
                 raise InputError(f"{path}: not a PNG image (Pillow reads it as {im.format})")

@@ -92,6 +92,37 @@ def _logged_errors() -> Iterator[_Errors]:
         logger.propagate = propagate
 
 
+_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+
+
+def _check_ifds(path: Path, max_pages: int = 100_000) -> None:
+    """Walk a classic TIFF's chain of image directories before tifffile parses them: every directory and
+    every tag's values inside the file, a bounded number of pages, no loop (a damaged directory can
+    otherwise keep tifffile busy for minutes). BigTIFF is left to tifffile."""
+    import struct
+
+    raw = path.read_bytes()
+    size = len(raw)
+    if size < 8 or raw[:4] not in (b"II*\x00", b"MM\x00*"):
+        return
+    e = "<" if raw[:2] == b"II" else ">"
+    offset, seen = struct.unpack_from(e + "I", raw, 4)[0], set()
+    while offset:
+        if offset in seen or len(seen) >= max_pages or offset + 2 > size:
+            raise InputError(f"{path}: corrupt TIFF: image directory chain is broken at byte {offset}")
+        seen.add(offset)
+        (n,) = struct.unpack_from(e + "H", raw, offset)
+        if offset + 2 + 12 * n + 4 > size:
+            raise InputError(f"{path}: corrupt TIFF: a directory of {n} tags runs past the end of the file")
+        for k in range(n):
+            _, typ, count, value = struct.unpack_from(e + "HHII", raw, offset + 2 + 12 * k)
+            nbytes = _TYPE_SIZES.get(typ, 1) * count
+            if nbytes > 4 and value + nbytes > size:
+                raise InputError(f"{path}: corrupt TIFF: a tag declares {nbytes} bytes of values past the "
+                                 "end of the file")
+        (offset,) = struct.unpack_from(e + "I", raw, offset + 2 + 12 * n)
+
+
 def _check_declared(path: Path, series, page) -> None:
     """The series' declared size against the cap and the file size, before tifffile allocates it."""
     from ldm_med.io import limits
@@ -106,6 +137,10 @@ def load_tiff(path: str | Path) -> Volume:
     import tifffile
 
     path = Path(path)
+    try:
+        _check_ifds(path)
+    except OSError as err:
+        raise read_failure(path, err, "TIFF file") from None
     try:
         with _logged_errors() as errors, tifffile.TiffFile(str(path)) as tif:
             series = tif.series[0]

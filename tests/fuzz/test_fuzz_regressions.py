@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import struct
 import tracemalloc
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -35,3 +36,27 @@ def test_a_nifti_extension_declaring_more_than_the_file_is_refused_unread(tmp_pa
     finally:
         tracemalloc.stop()
     assert str(path) in str(err.value) and peak < 64 << 20
+
+
+REGRESSIONS = Path(__file__).parent / "regressions"
+
+
+@pytest.mark.parametrize("name, message", [("idat_length.png", "corrupt PNG"),
+                                           ("tag_past_end.tif", "corrupt TIFF")])
+def test_saved_fuzzer_inputs_are_refused_fast_and_small(tmp_path, name, message):
+    """PNG: a damaged IDAT length made Pillow allocate 609 MiB; TIFF: a damaged directory kept
+    tifffile busy for minutes."""
+    import shutil
+    import time
+
+    path = tmp_path / name
+    shutil.copy(REGRESSIONS / name, path)
+    start = time.perf_counter()
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match=message) as err:
+            load_volume(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(err.value) and peak < 64 << 20 and time.perf_counter() - start < 10
