@@ -74,7 +74,7 @@ def recipes(draw) -> str:
         for key in path[:-1]:
             node = node[key]
         if draw(st.booleans()):
-            node[path[-1]] = draw(HOSTILE_VALUES)
+            node[path[-1]] = copy.deepcopy(draw(HOSTILE_VALUES))  # the constants stay unchanged
         elif isinstance(node, dict):
             del node[path[-1]]
     try:
