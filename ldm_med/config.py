@@ -434,7 +434,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise InputError(f"{where}: number too large ({len(str(value))} digits)") from None
     if tp is str:
         if not isinstance(value, str):
             raise InputError(f"{where}: expected a string, got {value!r}")
