@@ -48,9 +48,14 @@ def main(out: str) -> None:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1400, 860)
     reconstruct_ct_sample(viewer)
-    image = viewer.screenshot(canvas_only=False, flash=False)
+    save_screenshot(viewer, out)
+
+
+def save_screenshot(viewer, out: str) -> None:
+    """Write the whole window (widgets included) to ``out`` as PNG, then close the viewer."""
     from PIL import Image
 
+    image = viewer.screenshot(canvas_only=False, flash=False)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(out)
     print(f"wrote {out} ({image.shape[1]}x{image.shape[0]})")

@@ -8,7 +8,6 @@ Without ``CHECKPOINT`` the bundled 2D generation model is used.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 
@@ -48,13 +47,9 @@ def main(out: str, checkpoint: str | None = None) -> None:
     print(widget.status.value)
     if widget._job is not None or not viewer.layers:
         raise SystemExit(f"no samples: {widget.status.value}")
-    image = viewer.screenshot(canvas_only=False, flash=False)
-    from PIL import Image
+    from napari_plugin._screenshot import save_screenshot
 
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(out)
-    print(f"wrote {out} ({image.shape[1]}x{image.shape[0]})")
-    viewer.close()
+    save_screenshot(viewer, out)
 
 
 if __name__ == "__main__":
