@@ -13,11 +13,13 @@ A run folder holds::
 Determinism: step ``s`` seeds the global torch RNG and the step's ``torch.Generator`` from
 ``(seed, s, rank)`` and draws its batch from ``(seed, s, rank)`` too (``data.py``), so a run resumed from
 its checkpoint at step ``k`` takes exactly the steps ``k, k+1, ...`` the uninterrupted run takes.
+Ctrl-C and SIGTERM end a single-process run at a step boundary with a checkpoint (``stopping.py``).
 """
 from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 import time
 from collections import defaultdict
@@ -43,6 +45,7 @@ from ldm_med.train.distributed import (
 from ldm_med.train.logging import RunLog
 from ldm_med.train.resolve import resolve
 from ldm_med.train.steps import lr_factor
+from ldm_med.train.stopping import StopRequests
 from ldm_med.train.tasks import build_task
 
 
@@ -160,30 +163,36 @@ def _run(cfg, out: Path, ctx: DistContext, resume: bool, stop_at: int | None, pr
     row: dict[str, float] = {}
     extra: dict[str, Any] = {}
     t0 = time.perf_counter()
-    try:
-        for step in range(start, end):
-            metrics, lr = _train_step(task, cfg, step, ctx)
-            for key, value in metrics.items():
-                window[key].append(value)
-            done = step + 1
-            last, validate = done == end, bool(val_batches) and (done == end or _every(done, t.val_every))
-            if last or validate or _every(done, t.log_every):
-                row = _mean(window)
-                window.clear()
-                if validate:
-                    row.update(task.validate(val_batches))
-                row.update(lr=lr, time=elapsed0 + time.perf_counter() - t0)
-                log.write(done, row)
-                bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "val_loss") if k in row}, refresh=False)
-            if ctx.is_main and t.sample_every and (last or _every(done, t.sample_every)):
-                task.sample_grid(out / "samples" / f"step_{done:06d}.png", val_batches)
-                log.plot()
-            if last or _every(done, t.ckpt_every):
-                extra = _save(task, cfg_dict, out, done, elapsed0 + time.perf_counter() - t0, ctx)
-            bar.update(1)
-    finally:
-        bar.close()
-        log.close()
+    with StopRequests(enabled=ctx.world_size == 1) as stops:
+        try:
+            for step in range(start, end):
+                metrics, lr = _train_step(task, cfg, step, ctx)
+                for key, value in metrics.items():
+                    window[key].append(value)
+                done = step + 1
+                last, validate = done == end, bool(val_batches) and (done == end or _every(done, t.val_every))
+                if last or validate or _every(done, t.log_every):
+                    row = _mean(window)
+                    window.clear()
+                    if validate:
+                        row.update(task.validate(val_batches))
+                    row.update(lr=lr, time=elapsed0 + time.perf_counter() - t0)
+                    log.write(done, row)
+                    bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "val_loss") if k in row},
+                                    refresh=False)
+                if ctx.is_main and t.sample_every and (last or _every(done, t.sample_every)):
+                    task.sample_grid(out / "samples" / f"step_{done:06d}.png", val_batches)
+                    log.plot()
+                stopping = stops.requested is not None and not last
+                if last or stopping or _every(done, t.ckpt_every):
+                    extra = _save(task, cfg_dict, out, done, elapsed0 + time.perf_counter() - t0, ctx)
+                bar.update(1)
+                if stopping:
+                    _say(ctx, _stopped_line(stops.requested, done, end, cfg.kind, out))
+                    stops.stop()
+        finally:
+            bar.close()
+            log.close()
     log.plot()
     result = TrainResult(out, end, out / MODEL_FILE, row, extra)
     _finish(cfg, task, result, elapsed0 + time.perf_counter() - t0, ctx)
@@ -203,6 +212,11 @@ def _finish(cfg, task, result: TrainResult, seconds: float, ctx: DistContext) ->
     _say(ctx, f"  step {result.step}: loss {result.metrics.get('loss', math.nan):.4g}"
               + (f", val_loss {result.metrics['val_loss']:.4g}" if "val_loss" in result.metrics else "")
               + f"; model: {result.model_path}")
+
+
+def _stopped_line(signum: int, done: int, end: int, kind: str, out: Path) -> str:
+    return (f"  stopped by {signal.Signals(signum).name} after step {done} of {end}; checkpoint written: "
+            f"continue with `ldm-med train {kind} --out {out} --resume`")
 
 
 def _every(done: int, every: int) -> bool:

@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +139,72 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys, configs_dir, a
     assert main(["train", "diffusion", "--config", str(configs_dir / "tiny_diffusion.yaml"),
                  "--autoencoder", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "d")]) == 2
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+def _signal_after(monkeypatch, at_step: int, signum: int, times: int = 1) -> None:
+    """Make the loop receive ``signum`` (``times`` times) while it is in step ``at_step``."""
+    from ldm_med.train import loop
+
+    real = loop._train_step
+
+    def step_then_signal(task, cfg, step, ctx):
+        result = real(task, cfg, step, ctx)
+        if step == at_step:
+            for _ in range(times):
+                signal.raise_signal(signum)
+        return result
+
+    monkeypatch.setattr(loop, "_train_step", step_then_signal)
+
+
+def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resume_equals_uninterrupted(
+        ae_run, tiny, tmp_path, monkeypatch, capsys):
+    from ldm_med.train import train
+
+    _signal_after(monkeypatch, at_step=3, signum=signal.SIGINT)  # step 4 of 6; periodic checkpoints at 3, 6
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny("autoencoder"), tmp_path, device="cpu", progress=False)
+    assert "stopped by SIGINT after step 4 of 6" in capsys.readouterr().out
+    assert load_state(tmp_path / "state.safetensors")[0]["step"] == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    monkeypatch.undo()
+    train(tiny("autoencoder"), tmp_path, device="cpu", resume=True, progress=False)
+    _states_equal(ae_run, tmp_path)
+
+
+def test_a_second_ctrl_c_stops_at_once_keeping_the_last_periodic_checkpoint(tiny, tmp_path, monkeypatch):
+    from ldm_med.train import train
+
+    _signal_after(monkeypatch, at_step=3, signum=signal.SIGINT, times=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny("autoencoder"), tmp_path, device="cpu", progress=False)
+    assert load_state(tmp_path / "state.safetensors")[0]["step"] == 3
+
+
+def test_sigterm_to_a_training_process_then_resume_equals_uninterrupted(tmp_path, configs_dir):
+    """A real process and a real signal, as a scheduler sends it before pre-empting a job."""
+    recipe = str(configs_dir / "tiny_autoencoder.yaml")
+    common = ["--config", recipe, "--device", "cpu", "-q", "--steps", "2000",
+              "--set", "train.log_every=1", "--set", "train.sample_every=0", "--set", "train.val_every=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = [sys.executable, "-m", "ldm_med", "train", "autoencoder"]
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen([*run, *common, "--out", str(stopped)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = stopped / "log.csv"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and len(log.read_text().splitlines()) > 3):  # header + 3 steps
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    step = load_state(stopped / "state.safetensors")[0]["step"]
+    assert 3 <= step < 2000 and f"stopped by SIGTERM after step {step} of 2000" in out
+    assert not list(stopped.glob("*.tmp*"))  # nothing half-written beside the checkpoint
+
+    target = ["--stop-at", str(step + 2)]
+    assert subprocess.run([*run, "--out", str(stopped), "--resume", "-q", *target], env=env).returncode == 0
+    straight = tmp_path / "straight"
+    assert subprocess.run([*run, *common, "--out", str(straight), *target], env=env).returncode == 0
+    _states_equal(straight, stopped)
