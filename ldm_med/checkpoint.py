@@ -254,15 +254,15 @@ def save_model(path: str | Path, model: nn.Module, *, kind: str, config: dict[st
 
 def build_model(kind: str, model_config: dict[str, Any]) -> nn.Module:
     """Network of ``kind`` from its ``model`` config section (random weights)."""
-    from ldm_med.nets import AutoencoderConfig, DenoiserConfig, build_autoencoder, build_denoiser
+    from ldm_med import nets  # names import on first use: a refiner needs no MONAI
 
     if kind == "autoencoder":
-        return build_autoencoder(AutoencoderConfig.from_dict(model_config))
+        return nets.build_autoencoder(nets.AutoencoderConfig.from_dict(model_config))
     if kind == "refiner":
         from ldm_med.nets.refiner import SliceGapRefiner
 
         return SliceGapRefiner(int(model_config["channels"]), int(model_config["depth"]))
-    return build_denoiser(DenoiserConfig.from_dict(model_config))
+    return nets.build_denoiser(nets.DenoiserConfig.from_dict(model_config))
 
 
 def _config_ints(node: Any, where: str = "") -> list[tuple[str, int]]:

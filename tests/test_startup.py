@@ -39,3 +39,18 @@ def test_light_commands_do_not_import_torch(args, tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["code"] == 0, out.stderr
     assert result["heavy"] == []
+
+
+def test_a_default_reconstruction_imports_neither_monai_nor_torch_dynamo(tmp_path):
+    """The default path runs the slice-gap refiner only: MONAI (2 s) and torch._dynamo (1 s, what
+    torch.optim imports) are start-up it does not need. ``--adapt-steps 1`` keeps the test short while
+    still running the fine-tuning (its optimizer included)."""
+    out = subprocess.run([sys.executable, "-c", PROBE.replace('"skimage"', '"skimage", "torch._dynamo"'),
+                          "reconstruct", str(DICOM), "-o", str(tmp_path / "out.nii.gz"), "-q",
+                          "--adapt-steps", "1", "--threads", "1"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         cwd=tmp_path)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0, out.stderr
+    assert "monai" not in result["heavy"] and "torch._dynamo" not in result["heavy"]
+    assert "torch" in result["heavy"]  # the probe sees imports at all

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ldm_med.inpainting.adam import Adam
 from ldm_med.inpainting.interpolate import fill_missing_batch
 from ldm_med.progress import Progress
 
@@ -126,12 +127,16 @@ def gap_batch(planes: list[Tensor], mask_fn: MaskFn, rng: np.random.Generator, b
 
 
 def fit(net: torch.nn.Module, planes: list[Tensor], mask_fn: MaskFn, opts: AdaptOptions,
-        device: torch.device | str = "cpu", progress: Progress | None = None) -> list[float]:
-    """Train ``net`` on gap batches drawn from ``planes`` (MSE on missing rows); returns the losses."""
+        device: torch.device | str = "cpu", progress: Progress | None = None,
+        stop: Callable[[int], bool] | None = None, every: int = 25) -> list[float]:
+    """Train ``net`` on gap batches drawn from ``planes`` (MSE on missing rows); returns the losses.
+
+    ``stop(steps_done)`` is asked every ``every`` steps (``net`` in eval mode meanwhile); True ends the
+    training there. The steps taken are those of an uninterrupted run."""
     rng = np.random.default_rng(opts.seed)
     torch.manual_seed(opts.seed)
     net.train()
-    optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
+    optim = Adam(net.parameters(), lr=opts.lr)  # torch.optim's would import torch._dynamo (1 s)
     losses = []
     if progress:
         progress("adapt", 0, opts.steps)
@@ -139,12 +144,17 @@ def fit(net: torch.nn.Module, planes: list[Tensor], mask_fn: MaskFn, opts: Adapt
         target, x_lin, m = (t.to(device) for t in gap_batch(planes, mask_fn, rng, opts.batch_size, opts.crop))
         err = (net(x_lin, m) - target).square() * m
         loss = err.sum() / (m.expand_as(err).sum().clamp(min=1.0))
-        optim.zero_grad(set_to_none=True)
+        optim.zero_grad()
         loss.backward()
         optim.step()
         losses.append(loss.detach())  # read once at the end: no host sync per step on a GPU
         if progress:
             progress("adapt", step + 1, opts.steps)
+        if stop is not None and (step + 1) % every == 0 and step + 1 < opts.steps:
+            net.eval()
+            if stop(step + 1):
+                break
+            net.train()
     net.eval()
     return torch.stack(losses).tolist() if losses else []
 

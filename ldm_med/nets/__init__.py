@@ -1,56 +1,58 @@
 """Networks built from typed configs: KL autoencoders (2D slice-aligned or 3D) and denoisers
-(U-Net or DiT, 2D or 3D) sharing ``forward(x, t, cond=None, labels=None)``."""
+(U-Net or DiT, 2D or 3D) sharing ``forward(x, t, cond=None, labels=None)``; the slice-gap refiner.
 
+Names are imported on first use: the refiner (``ldm_med.nets.refiner``), all a default reconstruction
+runs, does not pay for importing MONAI (2 s of a job's start-up).
+"""
 from __future__ import annotations
 
-from torch import nn
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from ldm_med.nets.autoencoder import VolumeAutoencoder, build_autoencoder, pad_to_multiple
-from ldm_med.nets.config import (
-    DEFAULT_DIT_3D,
-    DEFAULT_UNET_3D,
-    DIT_PRESETS,
-    AutoencoderConfig,
-    DenoiserConfig,
-)
-from ldm_med.nets.discriminator import build_discriminator
-from ldm_med.nets.dit import DiTDenoiser
-from ldm_med.nets.losses import autoencoder_losses, discriminator_loss, kl_loss
-from ldm_med.nets.unet import (
-    DenoiserBase,
-    UNetDenoiser,
-    expand_input_channels,
-    parameter_count,
-    required_multiple,
-)
+# public name -> the submodule that defines it
+_LAZY = {
+    "VolumeAutoencoder": "autoencoder", "build_autoencoder": "autoencoder", "pad_to_multiple": "autoencoder",
+    "DEFAULT_DIT_3D": "config", "DEFAULT_UNET_3D": "config", "DIT_PRESETS": "config",
+    "AutoencoderConfig": "config", "DenoiserConfig": "config",
+    "DENOISERS": "denoisers", "build_denoiser": "denoisers",
+    "build_discriminator": "discriminator",
+    "DiTDenoiser": "dit",
+    "autoencoder_losses": "losses", "discriminator_loss": "losses", "kl_loss": "losses",
+    "DenoiserBase": "unet", "UNetDenoiser": "unet", "expand_input_channels": "unet",
+    "parameter_count": "unet", "required_multiple": "unet",
+}
 
-DENOISERS: dict[str, type[DenoiserBase]] = {"unet": UNetDenoiser, "dit": DiTDenoiser}
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports them
+    from ldm_med.nets.autoencoder import VolumeAutoencoder, build_autoencoder, pad_to_multiple  # noqa: F401
+    from ldm_med.nets.config import (  # noqa: F401
+        DEFAULT_DIT_3D,
+        DEFAULT_UNET_3D,
+        DIT_PRESETS,
+        AutoencoderConfig,
+        DenoiserConfig,
+    )
+    from ldm_med.nets.denoisers import DENOISERS, build_denoiser  # noqa: F401
+    from ldm_med.nets.discriminator import build_discriminator  # noqa: F401
+    from ldm_med.nets.dit import DiTDenoiser  # noqa: F401
+    from ldm_med.nets.losses import autoencoder_losses, discriminator_loss, kl_loss  # noqa: F401
+    from ldm_med.nets.unet import (  # noqa: F401
+        DenoiserBase,
+        UNetDenoiser,
+        expand_input_channels,
+        parameter_count,
+        required_multiple,
+    )
 
 
-def build_denoiser(cfg: DenoiserConfig) -> nn.Module:
-    """Build the denoiser named by ``cfg.arch`` (see ``DENOISERS``)."""
-    return DENOISERS[cfg.arch](cfg)  # cfg.arch is validated by DenoiserConfig
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ldm_med.nets' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"ldm_med.nets.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
 
 
-__all__ = [
-    "DEFAULT_DIT_3D",
-    "DEFAULT_UNET_3D",
-    "DENOISERS",
-    "DIT_PRESETS",
-    "AutoencoderConfig",
-    "DenoiserBase",
-    "DenoiserConfig",
-    "DiTDenoiser",
-    "UNetDenoiser",
-    "VolumeAutoencoder",
-    "autoencoder_losses",
-    "build_autoencoder",
-    "build_denoiser",
-    "build_discriminator",
-    "discriminator_loss",
-    "expand_input_channels",
-    "kl_loss",
-    "pad_to_multiple",
-    "parameter_count",
-    "required_multiple",
-]
+def __dir__() -> list[str]:
+    return __all__
