@@ -119,7 +119,7 @@ def test_progress_can_cancel():
     with pytest.raises(ldm_med.Cancelled):
         ldm_med.reconstruct(vol, missing, ldm_med.ReconstructOptions(adapt_steps=50, device="cpu"),
                             progress=progress)
-    assert seen[0] == ("adapt", 0, 50) and seen[-1] == ("adapt", 3, 50)
+    assert seen[0] == ("check", 0, 1) and ("adapt", 0, 50) in seen and seen[-1] == ("adapt", 3, 50)
 
 
 def test_fine_tuning_budget_grows_with_the_work():

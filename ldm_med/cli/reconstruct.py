@@ -163,6 +163,8 @@ def _choice_line(info: dict) -> str:
         return ""
     blend = " + ".join(f"{w:.2f} {name}" for name, w in info["blend"].items())
     line = f"estimate: {blend}"
+    if info.get("adapt_budget"):
+        line += f"; fine-tuned {info['adapt_steps_used']} of {info['adapt_budget']} steps"
     if info.get("check_rmse"):
         errors = ", ".join(f"{name} {v:.4g}" for name, v in sorted(info["check_rmse"].items(),
                                                                     key=lambda kv: kv[1]))

@@ -3,7 +3,9 @@ acquired slices, and return the blend the check chooses.
 
     x_c ──► fine-tune a copy of the pretrained refiner on in-plane pairs (refine.fit)      [adapt]
         ──► check on hidden acquired slices: pretrained, fine-tuned, linear, cubic,         [check]
-            B-spline, Lanczos (blend.check) -> anchor = best interpolation, convex weights
+            B-spline, Lanczos (blend.check) -> anchor = best interpolation, convex weights;
+            run every 25 fine-tuning steps too: the best state is kept, and the fine-tuning
+            stops when the check stops improving (what more steps buy, the check cannot see)
         ──► w_p * pretrained(x_c) + w_t * fine-tuned(x_c) + w_a * anchor(x_c)               [refine]
 
 Fine-tuning helps where a scan's in-plane structure predicts its through-plane structure (real brains)
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ldm_med.inpainting.blend import Check, check, holdout_masks
+from ldm_med.inpainting.blend import Check, HiddenSliceCheck, holdout_masks
 from ldm_med.inpainting.interpolate import fill_missing
 from ldm_med.inpainting.refine import (
     AdaptOptions,
@@ -45,6 +47,7 @@ class Refined:
     volume: np.ndarray
     check: Check = field(default_factory=Check)
     fill: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    tuned_steps: int = 0
 
 
 def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, spacing: Sequence[float],
@@ -63,21 +66,61 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
     missing = np.asarray(missing, dtype=bool)
     report = progress or no_progress
     candidates = {PRETRAINED: net}
+    result, tuned_steps, checker = Check(), 0, None
+    if opts.blend:
+        report("check", 0, 1)
+        checker = HiddenSliceCheck(x_c, missing, opts.check_stride, device, opts.apply_batch)
+        result = checker.score(candidates, fixed=(PRETRAINED,))
+        report("check", 1, 1)
     if opts.steps > 0:
         pretrained = copy.deepcopy(net)
         held = holdout_masks(missing) if opts.blend else []
+        early = bool(result.rmse) and opts.stop_every > 0
+        stopper = _EarlyStop(checker, pretrained, net, result, opts) if early else None
         # the hidden-slice patterns are trained on too, so the check compares like with like
         fit(net, inplane_planes(x_c, ~missing, spacing), mixed_patterns([missing, *held]), opts, device,
-            progress)
-        candidates = {PRETRAINED: pretrained, TUNED: net}
-    result = Check()
-    if opts.blend:
-        report("check", 0, 1)
-        result = check(x_c, missing, candidates, opts.check_stride, device, opts.apply_batch)
-        report("check", 1, 1)
+            progress, stop=stopper, every=opts.stop_every or opts.steps)
+        candidates, tuned_steps = {PRETRAINED: pretrained, TUNED: net}, opts.steps
+        if stopper is not None:
+            result, tuned_steps = stopper.finish()
+            if not tuned_steps:
+                candidates = {PRETRAINED: pretrained}
+        elif result.rmse:
+            result = checker.score(candidates, fixed=(PRETRAINED,))
     weights = result.weights or {TUNED if TUNED in candidates else PRETRAINED: 1.0}
     fill = functools.partial(_blend, weights, candidates, opts=opts, device=device)
-    return Refined(fill(x_c, missing, report=report), result, fill)
+    return Refined(fill(x_c, missing, report=report), result, fill, tuned_steps)
+
+
+class _EarlyStop:
+    """``fit``'s stop rule (``AdaptOptions`` says it in words): check the fine-tuned refiner, keep the
+    best state and its check, stop when the check stops improving."""
+
+    def __init__(self, checker: HiddenSliceCheck, pretrained, net, first: Check, opts: AdaptOptions):
+        self.checker, self.opts = checker, opts
+        self.nets = {PRETRAINED: pretrained, TUNED: net}
+        self.first, self.best, self.best_step, self.best_state = first, first, 0, None
+        self.stale, self.done = 0, 0
+
+    def __call__(self, done: int) -> bool:
+        self.done = done
+        result = self.checker.score(self.nets, fixed=(PRETRAINED,))
+        if result.rmse["blend"] < (1.0 - self.opts.stop_tol) * self.best.rmse["blend"]:
+            self.best, self.best_step, self.stale = result, done, 0
+            self.best_state = copy.deepcopy(self.nets[TUNED].state_dict())
+        else:
+            self.stale += 1
+        return self.stale >= self.opts.stop_patience
+
+    def finish(self) -> tuple[Check, int]:
+        """The check to blend by and the fine-tuning steps kept (0: the pretrained refiner alone)."""
+        if self.done < self.opts.steps and self.stale < self.opts.stop_patience:  # ran the whole budget
+            self(self.opts.steps)
+        gained = self.best.rmse["blend"] < (1.0 - self.opts.keep_gain) * self.first.rmse["blend"]
+        if self.best_step and gained:
+            self.nets[TUNED].load_state_dict(self.best_state)
+            return self.best, self.best_step
+        return self.first, 0
 
 
 def _blend(weights: dict[str, float], nets: dict[str, torch.nn.Module], x_c: np.ndarray, missing: np.ndarray,

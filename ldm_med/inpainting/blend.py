@@ -82,31 +82,59 @@ def check(x: np.ndarray, missing: np.ndarray, refiners: Mapping[str, torch.nn.Mo
     otherwise the anchor alone is the estimate. An empty ``Check`` when fewer than 3 slices are
     acquired.
     """
-    masks = holdout_masks(missing)
-    if not masks:
-        return Check()
-    preds: dict[str, list[Tensor]] = {name: [] for name in [*refiners, *methods]}
-    truths = []
-    x_true = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    for held in masks:
-        gaps = np.asarray(missing, dtype=bool) | held
-        truths.append(_hidden(x_true, held, stride))
-        x_lin = torch.from_numpy(fill_missing(x, gaps, axis=0, method="linear"))  # what refiners correct
+    return HiddenSliceCheck(x, missing, stride, device, batch, methods).score(refiners, min_gain=min_gain)
+
+
+class HiddenSliceCheck:
+    """The check, prepared once for a scan and scored many times (the fine-tuning's early stop): the
+    hidden truths and the plain interpolations are computed here, a refiner named in ``fixed`` is run
+    once and remembered."""
+
+    def __init__(self, x: np.ndarray, missing: np.ndarray, stride: int = 4,
+                 device: torch.device | str = "cpu", batch: int = 16, methods: tuple[str, ...] = METHODS):
+        self.missing = np.asarray(missing, dtype=bool)
+        self.stride, self.device, self.batch, self.methods = stride, device, batch, methods
+        self.masks = holdout_masks(self.missing)
+        self.x_lin, truths = [], []
+        self.preds: dict[str, Tensor] = {}
+        parts: dict[str, list[Tensor]] = {m: [] for m in methods}
+        x_true = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        for held in self.masks:
+            gaps = self.missing | held
+            truths.append(_hidden(x_true, held, stride))
+            x_lin = torch.from_numpy(fill_missing(x, gaps, axis=0, method="linear"))  # what refiners correct
+            self.x_lin.append(x_lin)
+            for method in methods:
+                filled = x_lin if method == "linear" else torch.from_numpy(fill_missing(x, gaps, 0, method))
+                parts[method].append(_hidden(filled, held, stride))
+        if self.masks:
+            self.truth = torch.cat(truths).double()
+            self.preds = {m: torch.cat(p).double() for m, p in parts.items()}
+
+    def _refined(self, net: torch.nn.Module) -> Tensor:
+        return torch.cat([_refined_hidden(net, x_lin, self.missing | held, held, self.stride, self.device,
+                                          self.batch)
+                          for held, x_lin in zip(self.masks, self.x_lin)]).double()
+
+    def score(self, refiners: Mapping[str, torch.nn.Module], fixed: tuple[str, ...] = (),
+              min_gain: float = MIN_GAIN) -> Check:
+        """The check of ``refiners`` and the plain interpolations (see ``check``)."""
+        if not self.masks:
+            return Check()
+        flat = dict(self.preds)
         for name, net in refiners.items():
-            preds[name].append(_refined_hidden(net, x_lin, gaps, held, stride, device, batch))
-        for method in methods:
-            filled = x_lin if method == "linear" else torch.from_numpy(fill_missing(x, gaps, 0, method))
-            preds[method].append(_hidden(filled, held, stride))
-    truth = torch.cat(truths).double()
-    flat = {name: torch.cat(p).double() for name, p in preds.items()}
-    rmse = {name: float((p - truth).square().mean().sqrt()) for name, p in flat.items()}
-    anchor = min(methods, key=rmse.__getitem__)
-    weights = simplex_least_squares({n: flat[n] for n in [*refiners, anchor]}, truth)
-    blended = sum(w * flat[n] for n, w in weights.items())
-    rmse["blend"] = float((blended - truth).square().mean().sqrt())
-    if min_gain > 0 and rmse["blend"] > (1.0 - min_gain) * rmse[anchor]:  # refiners do not clearly pay
-        weights = {anchor: 1.0}
-    return Check(rmse, anchor, {n: w for n, w in weights.items() if w > 0})
+            flat[name] = self.preds[name] if name in self.preds and name in fixed else self._refined(net)
+            if name in fixed:
+                self.preds[name] = flat[name]
+        truth = self.truth
+        rmse = {name: float((p - truth).square().mean().sqrt()) for name, p in flat.items()}
+        anchor = min(self.methods, key=rmse.__getitem__)
+        weights = simplex_least_squares({n: flat[n] for n in [*refiners, anchor]}, truth)
+        blended = sum(w * flat[n] for n, w in weights.items())
+        rmse["blend"] = float((blended - truth).square().mean().sqrt())
+        if min_gain > 0 and rmse["blend"] > (1.0 - min_gain) * rmse[anchor]:  # refiners do not clearly pay
+            weights = {anchor: 1.0}
+        return Check(rmse, anchor, {n: w for n, w in weights.items() if w > 0})
 
 
 def simplex_least_squares(preds: Mapping[str, Tensor], truth: Tensor) -> dict[str, float]:

@@ -35,6 +35,12 @@ class AdaptOptions:
     ``blend``: blend the fine-tuned and the pretrained refiner and the scan's best plain interpolation
     by the check on hidden acquired slices (``blend.py``; ``False``: the fine-tuned refiner alone).
     ``check_stride``: the check uses every n-th through-plane plane.
+
+    Early stop (with ``blend``): every ``stop_every`` steps the check scores the fine-tuned refiner;
+    the best state is kept, and the fine-tuning ends once ``stop_patience`` checks in a row gained less
+    than ``stop_tol`` (a share of RMSE) on the best. A fine-tuned refiner that gains less than
+    ``keep_gain`` over the pretrained one's check is dropped: the check cannot tell that from its own
+    jitter. ``stop_every=0``: always the whole budget (``bench/adapt_trajectory.py`` measured both).
     """
 
     steps: int = 300
@@ -45,6 +51,10 @@ class AdaptOptions:
     apply_batch: int = 16
     blend: bool = True
     check_stride: int = 4
+    stop_every: int = 25
+    stop_patience: int = 2
+    stop_tol: float = 0.002
+    keep_gain: float = 0.005
 
 
 def through_planes(x: Tensor) -> tuple[Tensor, Tensor]:

@@ -175,7 +175,8 @@ def refined(net, volume: Volume, x_c: np.ndarray, missing: np.ndarray, opts: Rec
     out = adapt_and_refine(net, x_c, missing, volume.spacing_slices_first(),
                            AdaptOptions(steps=steps, seed=opts.seed), device, progress)
     check = out.check
-    choice = {"adapt_steps_used": steps, "blend": {k: round(w, 4) for k, w in check.weights.items()}}
+    choice = {"adapt_budget": steps, "adapt_steps_used": out.tuned_steps,
+              "blend": {k: round(w, 4) for k, w in check.weights.items()}}
     if check.rmse:
         choice["anchor"] = check.anchor
         choice["check_rmse"] = {k: round(v, 5) for k, v in check.rmse.items()}
