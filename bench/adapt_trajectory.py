@@ -42,7 +42,7 @@ def patterns(n: int) -> dict[str, np.ndarray]:
     return {"three": three, "x4": GAP_PATTERNS["x4"](n, np.random.default_rng(0))}
 
 
-def trajectory(name, vol, pattern, missing, steps, every, batch) -> dict:
+def trajectory(name, vol, pattern, missing, steps, every, batch, tune_layers=0) -> dict:
     data = vol.slices_first()
     imap = intensity_map_for(vol.with_data(vol.data, acquired=~missing))
     x = imap.forward(fill_missing(data, missing, axis=0, method="linear")).astype(np.float32)
@@ -51,7 +51,7 @@ def trajectory(name, vol, pattern, missing, steps, every, batch) -> dict:
     base = {m: metrics.psnr(truth, fill_missing(truth, missing, 0, m), missing, axis=0) for m in METHODS}
     net = load_refiner(default_refiner("CT" if imap.is_ct else "other"))
     pretrained = copy.deepcopy(net)
-    opts = AdaptOptions(steps=steps, batch_size=batch)
+    opts = AdaptOptions(steps=steps, batch_size=batch, tune_layers=tune_layers)
     rows = []
 
     def record(done: int) -> bool:
@@ -80,13 +80,14 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=25)
     ap.add_argument("--quick", action="store_true", help="one volume per kind")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tune-layers", type=int, default=0, help="fine-tune only the last N convolutions")
     ap.add_argument("--batch", type=int, default=AdaptOptions.batch_size, help="fine-tuning batch size")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     for name, vol in eval_volumes(args.quick):
         for pattern, missing in patterns(vol.n_slices).items():
             print(json.dumps(trajectory(name, vol, pattern, missing, args.steps, args.every,
-                                        args.batch)), flush=True)
+                                        args.batch, args.tune_layers)), flush=True)
 
 
 if __name__ == "__main__":

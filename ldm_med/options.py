@@ -12,7 +12,7 @@ METHODS = ("ldm", *INTERPOLATIONS)
 REFINE_MODES = ("adapt", "pretrained", "off")
 # the names of ldm_med.diffusion.samplers.SAMPLERS, here so that choosing one needs no torch (a test
 # keeps the two equal)
-MIN_ADAPT_STEPS, VOXELS_PER_STEP = 100, 200  # the fine-tuning budget grows with the work (adapt_budget)
+MIN_ADAPT_STEPS, VOXELS_PER_STEP = 75, 400  # the fine-tuning budget grows with the work (adapt_budget)
 SAMPLER_NAMES = ("dpm++2m", "dpm++2m-sde", "ddim", "heun", "euler-maruyama", "pc")
 
 
@@ -72,11 +72,12 @@ class ReconstructOptions:
 
     def adapt_budget(self, n_missing_voxels: int) -> int:
         """Fine-tuning steps for a job: one per ``VOXELS_PER_STEP`` missing voxels, at least
-        ``MIN_ADAPT_STEPS``, at most ``adapt_steps``; 0 unless ``refine="adapt"``.
+        ``MIN_ADAPT_STEPS``, at most ``adapt_steps``; 0 unless ``refine="adapt"``. The fine-tuning
+        stops earlier when the check stops improving (``AdaptOptions.stop_every``).
 
-        Measured with 3 missing slices (about 30k voxels; ``docs/benchmarks.md``): 100 steps kept the
-        gain over linear of 300 steps within 0.1 dB on CT and MR phantoms and the real EPI (+0.36 vs
-        +0.44 dB there) at a third of the CPU time; 50 steps lost the whole gain on the EPI.
+        Measured by ``bench/adapt_trajectory.py`` (docs/performance.md): with three missing slices,
+        capping at 75 steps kept the mean gain of 300 within 0.01 dB over the benchmark kinds; 50
+        lost 0.05 dB; at x4 the early stop ends before 150 steps on every kind but one.
         """
         if self.refine != "adapt":
             return 0

@@ -124,8 +124,9 @@ def test_progress_can_cancel():
 
 def test_fine_tuning_budget_grows_with_the_work():
     opts = ldm_med.ReconstructOptions()
-    assert opts.adapt_budget(3 * 96 * 96) == 138  # the bundled DICOM series: 3 missing slices
-    assert opts.adapt_budget(1000) == 100  # at least 100
+    assert opts.adapt_budget(3 * 96 * 96) == 75  # the bundled DICOM series: 3 missing slices
+    assert opts.adapt_budget(10 * 96 * 96) == 230  # one step per 400 missing voxels
+    assert opts.adapt_budget(1000) == 75  # at least 75
     assert opts.adapt_budget(48 * 128 * 128) == 300  # at most adapt_steps
     assert ldm_med.ReconstructOptions(adapt_steps=20).adapt_budget(10**6) == 20
     assert ldm_med.ReconstructOptions(refine="pretrained").adapt_budget(10**6) == 0

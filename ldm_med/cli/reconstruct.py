@@ -66,8 +66,9 @@ def _model_options(p: argparse.ArgumentParser, samples: int = 1, steps: int | No
                         "use it as shipped (pretrained), or leave the estimate to the diffusion model (off)")
     p.add_argument("--adapt-steps", type=int, default=ReconstructOptions.adapt_steps,
                    help=f"at most this many fine-tuning steps of --refine adapt (default "
-                        f"{ReconstructOptions.adapt_steps}); small jobs take fewer: one per 200 missing "
-                        "voxels, at least 100")
+                        f"{ReconstructOptions.adapt_steps}); small jobs take fewer: one per 400 missing "
+                        "voxels, at least 75; the fine-tuning stops once the check on hidden acquired "
+                        "slices stops improving")
     p.add_argument("--refiner", help="refiner checkpoint (default: shipped with ldm-med, one for CT in "
                                      "Hounsfield units and a general one for everything else)")
     p.add_argument("--sampler", default=ReconstructOptions.sampler,
@@ -178,9 +179,12 @@ def _uncertainty_line(info: dict) -> str:
         return ""
     if not calib["calibrated"]:
         return f"warning: the uncertainty map is not calibrated: {calib['why']}"
-    return (f"uncertainty: std of {info['samples']} samples x {calib['scale']:.3g}, calibrated on hidden "
-            f"acquired slices so that {calib['interval']} is a {calib['nominal_coverage']:.0%} interval "
-            f"(before: {calib['holdout_coverage_before']:.0%} there)")
+    terms = {"samples_std": f"std of {info['samples']} samples",
+             "abs_result_minus_linear": "|result - linear|", "linear_gradient": "gradient"}
+    mix = " + ".join(f"{w:.3g} {terms[name]}" for name, w in calib["weights"].items() if w > 0)
+    return (f"uncertainty: {calib['scale']:.3g} x ({mix}), fitted and calibrated on hidden acquired slices "
+            f"so that {calib['interval']} is a {calib['nominal_coverage']:.0%} interval "
+            f"(before scaling: {calib['holdout_coverage_before']:.0%} there)")
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -8,6 +8,12 @@ there with the sampled standard deviation. The scale ``s`` is the split-conforma
 ``result +- z * s * std`` holds the truth for that share of the hidden voxels; ``s * std`` is the map the
 user gets. The hold-out gaps are wider than the real ones (every other acquired slice is hidden too),
 so errors and spread are both larger there: their ratio is what carries over.
+
+The spread alone ranked the errors no better than two maps anyone can compute (``bench/uncertainty.py``:
+``|result - linear|`` and the in-plane gradient of the linear estimate). So the map is fitted on the
+same hidden slices: ``|error| ~ a * std + b * |result - linear| + c * gradient`` with ``a, b, c >= 0``
+(non-negative least squares), then scaled as above. The weights are in the metadata; where the
+samples' spread does not predict this scan's errors, its weight says so.
 """
 from __future__ import annotations
 
@@ -39,14 +45,44 @@ def conformal_scale(errors: np.ndarray, std: np.ndarray, coverage: float = NOMIN
     return float(np.quantile(score, level, method="higher")) / z_value(coverage)
 
 
+FEATURES = ("samples_std", "abs_result_minus_linear", "linear_gradient")
+FIT_ENTRIES = 200_000  # voxels the weights are fitted on (a fixed random subset of larger hold-outs)
+
+
+def map_features(std: np.ndarray, estimate: np.ndarray, linear: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` per-voxel features of slices ``(K, H, W)``: the samples' std, ``|estimate - linear|``,
+    and the in-plane gradient magnitude of the linear estimate."""
+    grad = np.hypot(*np.gradient(np.asarray(linear, np.float64), axis=(1, 2)))
+    return np.stack([np.asarray(std, np.float64), np.abs(np.asarray(estimate, np.float64) - linear), grad],
+                    axis=-1)
+
+
+def fit_map_weights(errors: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """Non-negative weights ``w`` with ``features @ w ~ |errors|`` (least squares); the samples' std
+    alone (``[1, 0, 0]``) when nothing can be fitted."""
+    from scipy.optimize import nnls
+
+    y = np.abs(np.asarray(errors, np.float64)).ravel()
+    f = np.asarray(features, np.float64).reshape(-1, features.shape[-1])
+    if y.size > FIT_ENTRIES:
+        idx = np.random.default_rng(0).permutation(y.size)[:FIT_ENTRIES]
+        y, f = y[idx], f[idx]
+    norms = np.sqrt((f ** 2).mean(axis=0))
+    usable = norms > 0
+    w = np.zeros(f.shape[1])
+    if usable.any() and y.any():
+        w[usable] = nnls(f[:, usable] / norms[usable], y)[0] / norms[usable]
+    return w if w.any() else np.array([1.0] + [0.0] * (f.shape[1] - 1))
+
+
 def coverage(errors: np.ndarray, std: np.ndarray, z: float) -> float:
     """Share of entries with ``|error| <= z * std``."""
     return float(np.mean(np.abs(errors) <= z * np.asarray(std)))
 
 
 def holdout_calibration(model, x: np.ndarray, missing: np.ndarray, fill, sampling, device,
-                        progress=None) -> tuple[float, dict]:
-    """The scale of the sampled std on this scan, from its hidden acquired slices.
+                        progress=None) -> tuple[float, np.ndarray, dict]:
+    """The map's weights and scale on this scan, from its hidden acquired slices.
 
     Args:
         model: the ``InpaintingModel`` that sampled the uncertainty.
@@ -57,8 +93,9 @@ def holdout_calibration(model, x: np.ndarray, missing: np.ndarray, fill, samplin
         sampling: ``SamplingOptions`` of the real run (the same samples, steps and seed).
 
     Returns:
-        ``(scale, info)``: scale 1.0 and ``calibrated: False`` when nothing can be hidden (fewer than
-        3 acquired slices); ``info`` goes into the result's metadata.
+        ``(scale, weights, info)``: the map is ``scale * map_features(...) @ weights``; scale 1.0,
+        the samples' std alone and ``calibrated: False`` when nothing can be hidden (fewer than 3
+        acquired slices); ``info`` goes into the result's metadata.
     """
     from ldm_med.inpainting.blend import holdout_masks
     from ldm_med.inpainting.interpolate import fill_missing
@@ -67,18 +104,25 @@ def holdout_calibration(model, x: np.ndarray, missing: np.ndarray, fill, samplin
     z = z_value(NOMINAL_COVERAGE)
     masks = holdout_masks(missing)
     if not masks:
-        return 1.0, {"calibrated": False, "nominal_coverage": NOMINAL_COVERAGE,
-                     "why": "fewer than 3 acquired slices: none can be hidden to calibrate the map"}
+        return 1.0, np.array([1.0, 0.0, 0.0]), {
+            "calibrated": False, "nominal_coverage": NOMINAL_COVERAGE, "map": "samples_std",
+            "why": "fewer than 3 acquired slices: none can be hidden to calibrate the map"}
     held = masks[0]
     gaps = np.asarray(missing, dtype=bool) | held
     x_lin = fill_missing(x, gaps, axis=0, method="linear")
     x_h = fill(x_lin, gaps) if fill is not None else x_lin
     report = (lambda stage, done, total: progress(f"calibrate {stage}", done, total)) if progress else None
-    corrections = sample_corrections(model, x_h.astype(np.float32), gaps, sampling, device, report)
-    on_held = held[gaps]  # which of the sampled gap slices were hidden acquired ones
-    estimate = x_h[held] + (corrections.mean(axis=0)[on_held] if fill is None else 0.0)
-    errors, std = estimate - x[held], corrections.std(axis=0)[on_held]
-    scale = conformal_scale(errors, std)
-    return scale, {"calibrated": True, "scale": round(scale, 5), "nominal_coverage": NOMINAL_COVERAGE,
-                   "interval": f"result +- {z:.3f} std", "held_slices": np.flatnonzero(held).tolist(),
-                   "holdout_coverage_before": round(coverage(errors, std, z), 4)}
+    corrections = sample_corrections(model, x_h.astype(np.float32), gaps, sampling, device, report,
+                                     decode=held)  # (N, hidden slices, A, B)
+    estimate = x_h[held] + (corrections.mean(axis=0) if fill is None else 0.0)
+    errors, std = estimate - x[held], corrections.std(axis=0)
+    features = map_features(std, estimate, x_lin[held])
+    weights = fit_map_weights(errors, features)
+    raw = features @ weights
+    scale = conformal_scale(errors, raw)
+    return scale, weights, {
+        "calibrated": True, "scale": round(scale, 5), "nominal_coverage": NOMINAL_COVERAGE,
+        "interval": f"result +- {z:.3f} std", "held_slices": np.flatnonzero(held).tolist(),
+        "map": "scale * (w . features), weights fitted on the hidden slices",
+        "weights": {name: float(f"{w:.4g}") for name, w in zip(FEATURES, weights)},
+        "holdout_coverage_before": round(coverage(errors, raw, z), 4)}

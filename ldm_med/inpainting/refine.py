@@ -34,7 +34,8 @@ class AdaptOptions:
 
     ``blend``: blend the fine-tuned and the pretrained refiner and the scan's best plain interpolation
     by the check on hidden acquired slices (``blend.py``; ``False``: the fine-tuned refiner alone).
-    ``check_stride``: the check uses every n-th through-plane plane.
+    ``check_stride``: the check uses every n-th through-plane plane. ``tune_layers``: fine-tune only
+    the last n convolutions (0: all); the others stay as pretrained, and the backward pass stops there.
 
     Early stop (with ``blend``): every ``stop_every`` steps the check scores the fine-tuned refiner;
     the best state is kept, and the fine-tuning ends once ``stop_patience`` checks in a row gained less
@@ -51,6 +52,7 @@ class AdaptOptions:
     apply_batch: int = 16
     blend: bool = True
     check_stride: int = 4
+    tune_layers: int = 0
     stop_every: int = 25
     stop_patience: int = 2
     stop_tol: float = 0.002
@@ -145,6 +147,18 @@ def fit(net: torch.nn.Module, planes: list[Tensor], mask_fn: MaskFn, opts: Adapt
     training there. The steps taken are those of an uninterrupted run."""
     rng = np.random.default_rng(opts.seed)
     torch.manual_seed(opts.seed)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    frozen = convs[:-opts.tune_layers] if 0 < opts.tune_layers < len(convs) else []
+    for conv in frozen:
+        conv.requires_grad_(False)
+    try:
+        return _fit(net, planes, mask_fn, opts, device, progress, stop, every, rng)
+    finally:
+        for conv in frozen:
+            conv.requires_grad_(True)
+
+
+def _fit(net, planes, mask_fn, opts, device, progress, stop, every, rng) -> list[float]:
     net.train()
     optim = Adam(net.parameters(), lr=opts.lr)  # torch.optim's would import torch._dynamo (1 s)
     losses = []

@@ -50,6 +50,23 @@ def _in_batches(fn: Callable[[Tensor], Tensor], x: Tensor, size: int, device: to
     return torch.cat([fn(x[i:i + size].to(device)).float().cpu() for i in range(0, x.shape[0], size)])
 
 
+def fitted_roi(roi: tuple[int, ...], size: tuple[int, ...], multiple: tuple[int, ...]) -> tuple[int, ...]:
+    """The window, no larger than the latent (rounded up to the denoiser's multiple) on any axis.
+
+    MONAI pads an image smaller than the window up to the window: a (16, 64, 64) window on the
+    32x32 latent of a 128x128 scan ran the denoiser on 4x the voxels, three quarters of them padding.
+    """
+    return tuple(min(r, -(-s // m) * m) for r, s, m in zip(roi, size, multiple))
+
+
+def _multiple(model) -> tuple[int, ...]:
+    from ldm_med.nets.unet import required_multiple
+
+    net = getattr(model.denoiser, "net", None)
+    cfg = getattr(net, "cfg", None)
+    return required_multiple(cfg) if cfg is not None else (1, 1, 1)
+
+
 def tiled_denoiser(model, cond: Tensor, roi: tuple[int, int, int], overlap: float, window_batch: int,
                    device: torch.device) -> Callable[[Tensor, Tensor], Tensor]:
     """``denoise(x_t, t) -> x0_hat`` over the full latent volume, evaluated window by window.
@@ -61,6 +78,7 @@ def tiled_denoiser(model, cond: Tensor, roi: tuple[int, int, int], overlap: floa
 
     from ldm_med.utils import autocast_context
 
+    roi = fitted_roi(roi, cond.shape[2:], _multiple(model))
     n_latent = None
 
     def denoise(x_t: Tensor, t: Tensor) -> Tensor:
@@ -81,16 +99,19 @@ def tiled_denoiser(model, cond: Tensor, roi: tuple[int, int, int], overlap: floa
 
 @torch.inference_mode()
 def sample_corrections(model, x_c: np.ndarray, missing: np.ndarray, opts: SamplingOptions,
-                       device: torch.device, progress: Progress | None = None) -> np.ndarray:
+                       device: torch.device, progress: Progress | None = None,
+                       decode: np.ndarray | None = None) -> np.ndarray:
     """Posterior samples of ``D(z_c + s_r r) - D(z_c)`` on the missing slices.
 
     Args:
         model: an ``InpaintingModel``.
         x_c: ``(Z, A, B)`` normalised volume, missing slices filled by the anchor interpolation.
         missing: ``(Z,)`` bool.
+        decode: ``(Z,)`` bool, the missing slices to decode (default all): the calibration needs
+            only the hidden acquired ones.
 
     Returns:
-        ``(samples, n_missing, A, B)`` float32 corrections in normalised units.
+        ``(samples, n_decoded, A, B)`` float32 corrections in normalised units.
     """
     from ldm_med.diffusion.samplers import sample
 
@@ -113,13 +134,14 @@ def sample_corrections(model, x_c: np.ndarray, missing: np.ndarray, opts: Sampli
                       callback=lambda info: report("sample", info.step + 1, info.total),
                       project=lambda x0, t: x0 * keep_known_zero)
 
-    z_miss = z_c[0][:, miss[0]].transpose(0, 1)  # (M, Cz, h', w')
-    decode = lambda z: ae.decode(z / ls)
-    base = _in_batches(decode, z_miss, opts.slice_batch, device)
+    wanted = miss[0] if decode is None else miss[0] & torch.as_tensor(decode, device=device)
+    z_miss = z_c[0][:, wanted].transpose(0, 1)  # (M, Cz, h', w')
+    dec = lambda z: ae.decode(z / ls)
+    base = _in_batches(dec, z_miss, opts.slice_batch, device)
     out = []
     for n in range(opts.samples):
         report("decode", n, opts.samples)
-        r_miss = residual[n][:, miss[0]].transpose(0, 1)
-        out.append(_in_batches(decode, z_miss + rs * r_miss, opts.slice_batch, device) - base)
+        r_miss = residual[n][:, wanted].transpose(0, 1)
+        out.append(_in_batches(dec, z_miss + rs * r_miss, opts.slice_batch, device) - base)
     report("decode", opts.samples, opts.samples)
     return torch.stack(out)[:, :, 0, :h, :w].numpy()

@@ -142,14 +142,13 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
         path = Path(opts.refiner) if opts.refiner else default_refiner("CT" if imap.is_ct else "other")
         refiner, info["refiner"] = load_refiner(path, device), path.name
     model = load_inpainting_model(opts.checkpoint, device) if opts.uses_diffusion or opts.checkpoint else None
-    x = imap.forward(anchor).astype(np.float32)  # (Z, A, B) normalised
+    x = x_lin = imap.forward(anchor).astype(np.float32)  # (Z, A, B) normalised
     fill = None
     if refiner is not None:
         x, fill, choice = refined(refiner, volume, x, missing, opts, device, progress)
         info.update(choice)
     estimate, samples = x[missing], None
     if opts.uses_diffusion:
-        from ldm_med.inpainting.calibrate import holdout_calibration
         from ldm_med.inpainting.sampling import SamplingOptions, sample_corrections
 
         sampling = SamplingOptions(**{f.name: getattr(opts, f.name) for f in fields(SamplingOptions)})
@@ -158,10 +157,25 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
         if opts.refine == "off":  # otherwise the samples are centred on the refiner's estimate
             estimate = estimate + mean
         if corrections.shape[0] > 1:
-            scale, info["uncertainty"] = holdout_calibration(model, x, missing, fill, sampling, device,
-                                                             progress)
-            samples = imap.inverse(estimate[None] + scale * (corrections - mean[None]))
+            samples = calibrated_samples(model, x, x_lin, missing, estimate, corrections, fill, sampling,
+                                         device, progress, info)
+            samples = imap.inverse(samples)
     return imap.inverse(estimate), samples, info
+def calibrated_samples(model, x, x_lin, missing, estimate, corrections, fill, sampling, device, progress,
+                       info: dict) -> np.ndarray:
+    """The posterior samples ``(N, n_missing, A, B)`` (normalised) centred on ``estimate``, each voxel's
+    spread set to the map calibrated on hidden acquired slices (``calibrate.holdout_calibration``)."""
+    from ldm_med.inpainting.calibrate import STD_FLOOR, holdout_calibration, map_features
+
+    scale, weights, info["uncertainty"] = holdout_calibration(model, x, missing, fill, sampling, device,
+                                                              progress)
+    deviations = corrections - corrections.mean(axis=0, keepdims=True)
+    std = corrections.std(axis=0)
+    target = scale * (map_features(std, estimate, x_lin[missing]) @ weights)
+    floor = STD_FLOOR * max(float(std.mean()), 1e-12)
+    return (estimate[None] + deviations * (target / np.maximum(std, floor))[None]).astype(np.float32)
+
+
 def refined(net, volume: Volume, x_c: np.ndarray, missing: np.ndarray, opts: ReconstructOptions, device,
             progress: Progress | None) -> tuple[np.ndarray, object, dict]:
     """``x_c (Z, A, B)`` normalised, with missing slices filled by the blend the check on hidden acquired

@@ -30,3 +30,28 @@ def test_zero_spread_does_not_break_the_scale():
     errors = np.array([0.0, 0.1, -0.2, 0.05])
     s = conformal_scale(errors, np.zeros(4))
     assert np.isfinite(s) and s > 0
+
+
+def test_map_weights_find_the_feature_that_predicts_the_errors():
+    from ldm_med.inpainting.calibrate import fit_map_weights, map_features
+
+    rng = np.random.default_rng(1)
+    shape = (6, 40, 40)
+    linear = rng.normal(size=shape).cumsum(axis=2)  # some in-plane structure, so the gradient varies
+    estimate = linear + rng.normal(0, 0.3, shape)
+    useless_std = rng.uniform(0.5, 1.5, shape)  # spread unrelated to the errors
+    sigma = np.abs(estimate - linear)  # the errors grow with |estimate - linear| only
+    errors = rng.normal(0, 1, shape) * sigma
+    feats = map_features(useless_std, estimate, linear)
+    w = fit_map_weights(errors, feats)
+    assert w.shape == (3,) and (w >= 0).all()
+    assert w[1] > 5 * max(w[0], w[2])  # the fit picked |estimate - linear|
+    fitted, std_only = feats @ w, useless_std
+    assert np.corrcoef(fitted.ravel(), np.abs(errors).ravel())[0, 1] > \
+        np.corrcoef(std_only.ravel(), np.abs(errors).ravel())[0, 1] + 0.2
+
+
+def test_map_weights_fall_back_to_the_samples_spread_when_nothing_fits():
+    from ldm_med.inpainting.calibrate import fit_map_weights
+
+    assert fit_map_weights(np.zeros(10), np.ones((10, 3))).tolist() == [1.0, 0.0, 0.0]
