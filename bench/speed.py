@@ -40,6 +40,17 @@ def phantom(shape: tuple[int, int, int], folder: Path) -> Path:
     return path
 
 
+def matmul_peak() -> float:
+    """fp32 matmul GFLOP/s with torch's default threads (best of 8): how fast this machine is now.
+    On shared virtual machines it moves by tens of percent within an hour, and the times with it."""
+    code = ("import time, torch\na = torch.randn(2048, 2048); torch.mm(a, a); best = 1e9\n"
+            "for _ in range(8):\n"
+            "    t = time.perf_counter(); torch.mm(a, a); best = min(best, time.perf_counter() - t)\n"
+            "print(2 * 2048 ** 3 / best / 1e9)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return float(out.stdout.strip() or "nan")
+
+
 def run_once(args: list[str], out: Path) -> dict:
     cmd = [sys.executable, "-m", "ldm_med", "reconstruct", *args, "-o", str(out), "--overwrite"]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "LDM_MED_THREADS")}
@@ -67,7 +78,7 @@ def main() -> None:
              ("CT 256x256x128, x4 (96 missing)", [str(large), "--missing", "keep-every:4"], 40),
              ("CT 128x128x64, x4, --samples 8", [str(small), "--missing", "keep-every:4", "--samples", "8"],
               None)]
-    rows = []
+    rows, peaks = [], [matmul_peak()]
     for name, cli, target in cases:
         runs = [run_once(cli, tmp / "out.nii.gz") for _ in range(args.repeats)]
         row = {"case": name, "median_s": statistics.median(r["seconds"] for r in runs),
@@ -75,17 +86,21 @@ def main() -> None:
                "tuned": runs[0]["tuned"], "target": target}
         rows.append(row)
         print(json.dumps(row), flush=True)
+    peaks.append(matmul_peak())
+    print(f"fp32 matmul peak before/after: {peaks[0]:.0f}/{peaks[1]:.0f} GFLOP/s")
     one = rows[1]["median_s"]
     rows[3]["target"] = f"<= 3x one sample ({3 * one:.0f} s)"
     if not args.no_write:
-        write(rows, args)
+        write(rows, args, peaks)
 
 
-def write(rows, args) -> None:
+def write(rows, args, peaks) -> None:
     load = os.getloadavg()[0]
     lines = ["## Whole-process speed (`bench/speed.py`)", "",
              f"Command: `python bench/speed.py --repeats {args.repeats}` ({datetime.date.today()}, "
-             f"{os.cpu_count()} cores, CPU, load average {load:.2f} at the end). `ldm-med reconstruct` as a "
+             f"{os.cpu_count()} cores, CPU, load average {load:.2f} at the end; fp32 matmul peak "
+             f"{peaks[0]:.0f} GFLOP/s before and {peaks[1]:.0f} after: on this shared machine it ranged "
+             "80-130 GFLOP/s per core within an hour). `ldm-med reconstruct` as a "
              "fresh process with default settings (start-up, reading and writing included); median and "
              "fastest of the repeats; peak resident memory; the fine-tuning steps kept of the budget.", "",
              "| case | median s | fastest s | target s | peak GB | fine-tuned steps |",

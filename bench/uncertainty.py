@@ -1,8 +1,10 @@
 """Does the uncertainty map earn its place? Per volume kind, at x4 gaps, with ``--samples N``:
 
-* Spearman correlation, on the missing slices, between |error| and: the calibrated map, and the two
-  maps anyone can compute without a model: ``|result - linear|`` and the in-plane gradient magnitude
-  of the linear estimate;
+* Spearman correlation, on the missing slices, between |error| and: the calibrated map (the samples'
+  spread and the two cues below, weighted by a fit on hidden acquired slices), the ablation "samples
+  only" (the same pipeline with the map fixed to the samples' spread), and the two maps anyone can
+  compute without a model: ``|result - linear|`` and the in-plane gradient magnitude of the linear
+  estimate;
 * coverage of ``result +- 1.645 std`` (a central 90% interval) and its mean width;
 * PSNR of the result against the best plain interpolation (never worse is the contract).
 
@@ -54,12 +56,26 @@ def spearman(a: np.ndarray, b: np.ndarray, n: int = 200_000) -> float:
     return float(stats.spearmanr(a.ravel()[idx], b.ravel()[idx])[0])
 
 
+def samples_only(vol, missing, samples: int) -> np.ndarray:
+    """The ablation: the map with its weights fixed to the samples' spread alone (still calibrated)."""
+    from ldm_med.inpainting import calibrate
+
+    fit = calibrate.fit_map_weights
+    calibrate.fit_map_weights = lambda errors, features: np.array([1.0, 0.0, 0.0])
+    try:
+        result = ldm_med.reconstruct(vol, missing, ldm_med.ReconstructOptions(samples=samples, device="cpu"))
+    finally:
+        calibrate.fit_map_weights = fit
+    return np.moveaxis(result.uncertainty, vol.slice_axis, 0)
+
+
 def row(kind: str, name: str, vol: ldm_med.Volume, samples: int) -> dict:
     missing = GAP_PATTERNS["x4"](vol.n_slices, np.random.default_rng(0))
     truth = np.moveaxis(vol.data, vol.slice_axis, 0)
     start = time.perf_counter()
     result = ldm_med.reconstruct(vol, missing, ldm_med.ReconstructOptions(samples=samples, device="cpu"))
     seconds = time.perf_counter() - start
+    std_only = samples_only(vol, missing, samples)
     est = np.moveaxis(result.volume.data, vol.slice_axis, 0)
     std = np.moveaxis(result.uncertainty, vol.slice_axis, 0)
     base = {m: ldm_med.reconstruct(vol, missing, ldm_med.ReconstructOptions(method=m)).volume.data
@@ -72,6 +88,8 @@ def row(kind: str, name: str, vol: ldm_med.Volume, samples: int) -> dict:
     return {"kind": kind, "volume": name, "psnr": metrics.psnr(vol.data, result.volume.data, missing,
                                                                  axis=vol.slice_axis),
             "best_baseline": best, "rho_map": spearman(std[missing], err),
+            "rho_samples": spearman(std_only[missing], err),
+            "weights": "/".join(f"{w:.2g}" for w in calib.get("weights", {}).values()),
             "rho_diff": spearman(np.abs(est - linear)[missing], err),
             "rho_grad": spearman(grad[missing], err),
             "coverage": float(np.mean(err <= 1.645 * std[missing])),
@@ -80,22 +98,23 @@ def row(kind: str, name: str, vol: ldm_med.Volume, samples: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| kind | volume | PSNR | best baseline | Spearman map | \\|result-linear\\| | gradient | "
-            "90% coverage | width / MAE | scale | s |")
-    lines = [head, "|" + "---|" * 11]
+    head = ("| kind | volume | PSNR | best baseline | Spearman map | samples only | \\|result-linear\\| | "
+            "gradient | weights std/diff/grad | 90% coverage | width / MAE | scale | s |")
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         lines.append(f"| {r['kind']} | {r['volume']} | {r['psnr']:.2f} | {r['best_baseline']:.2f} | "
-                     f"{r['rho_map']:.3f} | {r['rho_diff']:.3f} | {r['rho_grad']:.3f} | "
-                     f"{r['coverage']:.3f} | "
+                     f"{r['rho_map']:.3f} | {r['rho_samples']:.3f} | {r['rho_diff']:.3f} | "
+                     f"{r['rho_grad']:.3f} | {r['weights']} | {r['coverage']:.3f} | "
                      f"{r['width'] / r['mae']:.2f} | {r['scale']:.3g} | {r['seconds']:.0f} |")
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
-    lines += ["", "| kind | mean Spearman map | better trivial map | worst coverage | "
-              "mean dPSNR vs best baseline | worst dPSNR |", "|---|---|---|---|---|---|"]
+    lines += ["", "| kind | mean Spearman map | samples only | better trivial map | worst coverage | "
+              "mean dPSNR vs best baseline | worst dPSNR |", "|---|---|---|---|---|---|---|"]
     for k in kinds:
         rs = [r for r in rows if r["kind"] == k]
         triv = max(np.mean([r["rho_diff"] for r in rs]), np.mean([r["rho_grad"] for r in rs]))
         d = [r["psnr"] - r["best_baseline"] for r in rs]
-        lines.append(f"| {k} | {np.mean([r['rho_map'] for r in rs]):.3f} | {triv:.3f} | "
+        lines.append(f"| {k} | {np.mean([r['rho_map'] for r in rs]):.3f} | "
+                     f"{np.mean([r['rho_samples'] for r in rs]):.3f} | {triv:.3f} | "
                      f"{min(r['coverage'] for r in rs):.3f} | {np.mean(d):+.2f} | {min(d):+.2f} |")
     return "\n".join(lines)
 
