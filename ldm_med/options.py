@@ -75,9 +75,9 @@ class ReconstructOptions:
         ``MIN_ADAPT_STEPS``, at most ``adapt_steps``; 0 unless ``refine="adapt"``. The fine-tuning
         stops earlier when the check stops improving (``AdaptOptions.stop_every``).
 
-        Measured by ``bench/adapt_trajectory.py`` (docs/performance.md): with three missing slices,
-        capping at 75 steps kept the mean gain of 300 within 0.01 dB over the benchmark kinds; 50
-        lost 0.05 dB; at x4 the early stop ends before 150 steps on every kind but one.
+        Measured by ``bench/adapt_trajectory.py`` (docs/performance.md): with three missing slices
+        and an early stop after two stalled checks, capping at 75 steps kept the mean gain within
+        0.01 dB of larger caps over the benchmark kinds; 50 lost 0.05 dB.
         """
         if self.refine != "adapt":
             return 0

@@ -5,7 +5,7 @@ acquired slices, and return the blend the check chooses.
         ──► check on hidden acquired slices: pretrained, fine-tuned, linear, cubic,         [check]
             B-spline, Lanczos (blend.check) -> anchor = best interpolation, convex weights;
             run every 25 fine-tuning steps too: the best state is kept, and the fine-tuning
-            stops when the check stops improving (what more steps buy, the check cannot see)
+            stops when three checks in a row gain nothing
         ──► w_p * pretrained(x_c) + w_t * fine-tuned(x_c) + w_a * anchor(x_c)               [refine]
 
 Fine-tuning helps where a scan's in-plane structure predicts its through-plane structure (real brains)

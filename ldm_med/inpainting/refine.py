@@ -38,10 +38,10 @@ class AdaptOptions:
     the last n convolutions (0: all); the others stay as pretrained, and the backward pass stops there.
 
     Early stop (with ``blend``): every ``stop_every`` steps the check scores the fine-tuned refiner;
-    the best state is kept, and the fine-tuning ends once ``stop_patience`` checks in a row gained less
-    than ``stop_tol`` (a share of RMSE) on the best. A fine-tuned refiner that gains less than
-    ``keep_gain`` over the pretrained one's check is dropped: the check cannot tell that from its own
-    jitter. ``stop_every=0``: always the whole budget (``bench/adapt_trajectory.py`` measured both).
+    the best state is kept, and the fine-tuning ends once ``stop_patience`` checks in a row gained
+    nothing (less than ``stop_tol``, a share of RMSE) on the best. A fine-tuned refiner that gains less
+    than ``keep_gain`` over the pretrained one's check is dropped: the check cannot tell that from its
+    own jitter. ``stop_every=0``: always the whole budget (``bench/adapt_trajectory.py`` measured both).
     """
 
     steps: int = 300
@@ -54,8 +54,8 @@ class AdaptOptions:
     check_stride: int = 4
     tune_layers: int = 0
     stop_every: int = 25
-    stop_patience: int = 2
-    stop_tol: float = 0.002
+    stop_patience: int = 3
+    stop_tol: float = 0.0
     keep_gain: float = 0.005
 
 

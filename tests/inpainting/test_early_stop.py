@@ -36,7 +36,7 @@ def _stopper(rmses, **opts):
 
 
 def test_stops_after_patience_checks_without_gain_and_restores_the_best_state():
-    stop, checker, net = _stopper([0.90, 0.95, 0.899])  # 0.899 is < 0.2 % better than 0.90: no gain
+    stop, checker, net = _stopper([0.90, 0.95, 0.899], stop_tol=0.002, stop_patience=2)  # 0.899: < 0.2 %
     answers = []
     for done in (25, 50, 75):
         with torch.no_grad():
@@ -50,7 +50,7 @@ def test_stops_after_patience_checks_without_gain_and_restores_the_best_state():
 
 
 def test_a_gain_within_the_checks_jitter_keeps_the_pretrained_refiner():
-    stop, _, _ = _stopper([0.997, 0.998, 0.999], keep_gain=0.005)
+    stop, _, _ = _stopper([0.997, 0.998, 0.999], keep_gain=0.005, stop_patience=2)
     assert [stop(d) for d in (25, 50, 75)] == [False, False, True]
     result, steps = stop.finish()
     assert steps == 0 and result.rmse["blend"] == 1.0  # the check before any fine-tuning
@@ -79,7 +79,8 @@ def test_fine_tuning_stops_early_where_the_check_sees_no_gain():
     x_c = fill_missing(x, missing, axis=0, method="linear")
     torch.manual_seed(0)
     seen = []
-    opts = AdaptOptions(steps=200, batch_size=4, crop=(16, 16), lr=1e-9, stop_every=10)  # lr ~0: no gain
+    opts = AdaptOptions(steps=200, batch_size=4, crop=(16, 16), lr=1e-9, stop_every=10, stop_tol=0.002,
+                        stop_patience=2)  # lr ~0: no gain
     out = adapt_and_refine(SliceGapRefiner(8, 3), x_c, missing, (1.0, 1.0, 1.0), opts,
                            progress=lambda s, d, t: seen.append((s, d)))
     assert max(d for s, d in seen if s == "adapt") == 20  # two checks without gain, of 200 steps
