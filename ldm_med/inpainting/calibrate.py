@@ -11,9 +11,9 @@ so errors and spread are both larger there: their ratio is what carries over.
 
 The spread alone ranked the errors no better than two maps anyone can compute (``bench/uncertainty.py``:
 ``|result - linear|`` and the in-plane gradient of the linear estimate). So the map is fitted on the
-same hidden slices: ``|error| ~ a * std + b * |result - linear| + c * gradient`` with ``a, b, c >= 0``
-(non-negative least squares), then scaled as above. The weights are in the metadata; where the
-samples' spread does not predict this scan's errors, its weight says so.
+same hidden slices: ``a * std + b * |result - linear| + c * gradient`` with ``a, b, c >= 0``, the
+weights that rank the hidden errors best (Spearman), then scaled as above. The weights are in the
+metadata; where the samples' spread does not predict this scan's errors, its weight says so.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def conformal_scale(errors: np.ndarray, std: np.ndarray, coverage: float = NOMIN
 
 
 FEATURES = ("samples_std", "abs_result_minus_linear", "linear_gradient")
-FIT_ENTRIES = 200_000  # voxels the weights are fitted on (a fixed random subset of larger hold-outs)
+FIT_ENTRIES = 50_000  # voxels the weights are fitted on (a fixed random subset of larger hold-outs)
 
 
 def map_features(std: np.ndarray, estimate: np.ndarray, linear: np.ndarray) -> np.ndarray:
@@ -57,22 +57,48 @@ def map_features(std: np.ndarray, estimate: np.ndarray, linear: np.ndarray) -> n
                     axis=-1)
 
 
-def fit_map_weights(errors: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """Non-negative weights ``w`` with ``features @ w ~ |errors|`` (least squares); the samples' std
-    alone (``[1, 0, 0]``) when nothing can be fitted."""
-    from scipy.optimize import nnls
+def fit_map_weights(errors: np.ndarray, features: np.ndarray, grid: int = 10) -> np.ndarray:
+    """Non-negative weights ``w`` for ``features @ w`` that rank ``|errors|`` best (Spearman).
 
+    A map is for telling where the errors are large: what matters is its ranking, and its scale is
+    the calibration's job. Each feature is divided by its RMS, the weights run over the simplex in
+    steps of ``1 / grid``, and the best rank correlation wins (ties: the earlier, more samples'
+    spread). The samples' std alone (``[1, 0, 0]``) when nothing can be fitted.
+    """
     y = np.abs(np.asarray(errors, np.float64)).ravel()
     f = np.asarray(features, np.float64).reshape(-1, features.shape[-1])
+    fallback = np.array([1.0] + [0.0] * (f.shape[1] - 1))
     if y.size > FIT_ENTRIES:
         idx = np.random.default_rng(0).permutation(y.size)[:FIT_ENTRIES]
         y, f = y[idx], f[idx]
     norms = np.sqrt((f ** 2).mean(axis=0))
-    usable = norms > 0
-    w = np.zeros(f.shape[1])
-    if usable.any() and y.any():
-        w[usable] = nnls(f[:, usable] / norms[usable], y)[0] / norms[usable]
-    return w if w.any() else np.array([1.0] + [0.0] * (f.shape[1] - 1))
+    if not y.any() or not norms.any():
+        return fallback
+    f = f / np.where(norms > 0, norms, 1.0)
+    rank_y = _ranks(y)
+    best, best_rho = fallback, -np.inf
+    for combo in _simplex(f.shape[1], grid):
+        rho = float(np.corrcoef(rank_y, _ranks(f @ combo))[0, 1])
+        if np.isfinite(rho) and rho > best_rho + 1e-9:
+            best, best_rho = combo, rho
+    w = best / np.where(norms > 0, norms, 1.0)
+    return w if w.any() else fallback
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(x)
+
+
+def _simplex(k: int, grid: int):
+    """Points of the simplex in ``k`` dimensions with coordinates in steps of ``1 / grid``, the first
+    coordinate largest first."""
+    import itertools
+
+    for parts in itertools.product(range(grid, -1, -1), repeat=k - 1):
+        if sum(parts) <= grid:
+            yield np.array([*parts, grid - sum(parts)], dtype=np.float64) / grid
 
 
 def coverage(errors: np.ndarray, std: np.ndarray, z: float) -> float:
