@@ -18,11 +18,11 @@ acquired slices -> un-normalise -> ``Volume`` -> files / napari layers.
 """
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ldm_med.errors import Cancelled, InputError
+from ldm_med.lazy import lazy_attributes
 from ldm_med.volume import Volume
 
 try:
@@ -79,13 +79,4 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
     from ldm_med.progress import Progress  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'ldm_med' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes("ldm_med", _LAZY, globals())

@@ -5,7 +5,7 @@
     engines      ldm_med.pipelines  |  ldm_med.train            (peers: neither imports the other)
     shared       ldm_med.inpainting, ldm_med.generation         (what both engines need)
     core         io, data, masks, metrics, config, nets, diffusion, checkpoint, options
-    base         volume, errors, utils, progress
+    base         volume, errors, utils, progress, lazy
 
 A module imports only from its own layer or the layers below it; doors may not reach into the
 reconstruction and generation internals (inpainting, generation, nets, diffusion, pipelines.reconstruct,
@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS = {
-    "base": ("volume", "errors", "utils", "progress"),
+    "base": ("volume", "errors", "utils", "progress", "lazy"),
     "core": ("io", "data", "masks", "metrics", "config", "nets", "diffusion", "checkpoint", "options",
              "models"),
     "shared": ("inpainting", "generation"),

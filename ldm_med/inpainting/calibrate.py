@@ -75,20 +75,16 @@ def fit_map_weights(errors: np.ndarray, features: np.ndarray, grid: int = 10) ->
     if not y.any() or not norms.any():
         return fallback
     f = f / np.where(norms > 0, norms, 1.0)
-    rank_y = _ranks(y)
+    from scipy.stats import rankdata
+
+    rank_y = rankdata(y)
     best, best_rho = fallback, -np.inf
     for combo in _simplex(f.shape[1], grid):
-        rho = float(np.corrcoef(rank_y, _ranks(f @ combo))[0, 1])
+        rho = float(np.corrcoef(rank_y, rankdata(f @ combo))[0, 1])
         if np.isfinite(rho) and rho > best_rho + 1e-9:
             best, best_rho = combo, rho
     w = best / np.where(norms > 0, norms, 1.0)
     return w if w.any() else fallback
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(x)
 
 
 def _simplex(k: int, grid: int):

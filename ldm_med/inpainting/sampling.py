@@ -62,9 +62,7 @@ def fitted_roi(roi: tuple[int, ...], size: tuple[int, ...], multiple: tuple[int,
 def _multiple(model) -> tuple[int, ...]:
     from ldm_med.nets.unet import required_multiple
 
-    net = getattr(model.denoiser, "net", None)
-    cfg = getattr(net, "cfg", None)
-    return required_multiple(cfg) if cfg is not None else (1, 1, 1)
+    return required_multiple(model.denoiser.net.cfg)
 
 
 def tiled_denoiser(model, cond: Tensor, roi: tuple[int, int, int], overlap: float, window_batch: int,

@@ -6,8 +6,9 @@ runs, does not pay for importing MONAI (2 s of a job's start-up).
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ldm_med.lazy import lazy_attributes
 
 # public name -> the submodule that defines it
 _LAZY = {
@@ -46,13 +47,5 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
     )
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'ldm_med.nets' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"ldm_med.nets.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_attributes("ldm_med.nets", {n: f"ldm_med.nets.{m}" for n, m in _LAZY.items()},
+                                       globals())

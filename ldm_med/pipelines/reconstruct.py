@@ -161,6 +161,8 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
                                          device, progress, info)
             samples = imap.inverse(samples)
     return imap.inverse(estimate), samples, info
+
+
 def calibrated_samples(model, x, x_lin, missing, estimate, corrections, fill, sampling, device, progress,
                        info: dict) -> np.ndarray:
     """The posterior samples ``(N, n_missing, A, B)`` (normalised) centred on ``estimate``, each voxel's
