@@ -62,7 +62,8 @@ def fitted_roi(roi: tuple[int, ...], size: tuple[int, ...], multiple: tuple[int,
 def _multiple(model) -> tuple[int, ...]:
     from ldm_med.nets.unet import required_multiple
 
-    return required_multiple(model.denoiser.net.cfg)
+    cfg = getattr(getattr(model.denoiser, "net", None), "cfg", None)  # test networks have none
+    return required_multiple(cfg) if cfg is not None else (1, 1, 1)
 
 
 def tiled_denoiser(model, cond: Tensor, roi: tuple[int, int, int], overlap: float, window_batch: int,
