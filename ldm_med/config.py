@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ KINDS = ("autoencoder", "diffusion", "refiner")
 TASKS = ("slice-inpainting", "generation")
 SOURCE_KINDS = ("generator", "real", "paths", "preset", "folder")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 # -- sections --------------------------------------------------------------------------------------
@@ -153,11 +155,14 @@ class DataConfig:
 
 @dataclass
 class LoopConfig:
-    """The ``train`` section: length, seed, precision and how often to log, validate, sample, save."""
+    """The ``train`` section: length, seed, precision and how often to log, validate, sample, save;
+    ``init``: a model file of the same network to start from (fine-tuning: weights and EMA start there,
+    the optimizer and the schedule start afresh)."""
 
     steps: int = 1000
     seed: int = 0
     precision: str = "auto"
+    init: str | None = None
     log_every: int = 10
     val_every: int = 100
     sample_every: int = 250
@@ -432,6 +437,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise InputError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 (PyYAML) reads 2e-4, without a dot, as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"{where}: expected a number, got {value!r}")
         try:

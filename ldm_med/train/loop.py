@@ -46,7 +46,7 @@ from ldm_med.train.logging import RunLog
 from ldm_med.train.resolve import resolve
 from ldm_med.train.steps import lr_factor
 from ldm_med.train.stopping import StopRequests
-from ldm_med.train.tasks import build_task
+from ldm_med.train.tasks import build_task, init_weights
 
 
 class TrainingDiverged(RuntimeError):
@@ -112,6 +112,8 @@ def _start(cfg, out: Path, ctx: DistContext, resume: bool):
     cfg = resolve(cfg, ctx)
     task = build_task(cfg, ctx)
     if saved is None:
+        if cfg.train.init:
+            init_weights(task, cfg.train.init)
         return cfg, task, 0, 0.0
     task.load_state_dict(saved["task"])
     return cfg, task, int(saved["step"]), float(saved.get("elapsed", 0.0))
@@ -151,6 +153,8 @@ def _run(cfg, out: Path, ctx: DistContext, resume: bool, stop_at: int | None, pr
     _say(ctx, f"  data: {task.data.n_train_total} training volumes ({len(task.data.train)} on this rank), "
               f"{len(task.data.val)} held out; device {ctx.device}, {ctx.world_size} process(es), "
               f"precision {task.precision.name}; run folder {out}")
+    if cfg.train.init and not resume:
+        _say(ctx, f"  weights and EMA start from {cfg.train.init}")
     if start >= end:
         _say(ctx, f"  already at step {start} of {end}: nothing to do")
         return TrainResult(out, start, out / MODEL_FILE)

@@ -164,4 +164,32 @@ def build_task(cfg: AutoencoderRun | DiffusionRun, ctx: DistContext) -> Task:
     return InpaintingTask(cfg, ctx) if cfg.task == "slice-inpainting" else GenerationTask(cfg, ctx)
 
 
-__all__ = ["AutoencoderTask", "Task", "build_task", "make_trainable", "seeded_generator"]
+def init_weights(task: Task, path: str | Path) -> None:
+    """Start the exported network of ``task`` and its EMA from the model file ``path`` (``train.init``).
+
+    Raises:
+        InputError: naming the file, when it holds another kind of model, another network, or other
+        class names than the run.
+    """
+    from ldm_med.checkpoint import load_model
+    from ldm_med.errors import InputError
+
+    loaded = load_model(path)
+    if loaded.kind != task.kind:
+        raise InputError(f"{path}: train.init holds an {loaded.kind}, this run trains a {task.kind}")
+    names = getattr(task, "class_names", None)
+    if names and loaded.extra.get("label_names") not in (None, list(names)):
+        raise InputError(f"{path}: train.init was trained on classes {loaded.extra['label_names']}, "
+                         f"this run has {list(names)}")
+    trainable = task.trainables[0]
+    state = loaded.model.state_dict()
+    try:
+        trainable.module.load_state_dict(state)
+    except RuntimeError as err:
+        first = " ".join(s.strip() for s in str(err).strip().splitlines()[:3])[:400]
+        raise InputError(f"{path}: train.init is another network than the recipe's model: {first}") from None
+    if trainable.ema is not None:
+        trainable.ema.model.load_state_dict(state)
+
+
+__all__ = ["AutoencoderTask", "Task", "build_task", "init_weights", "make_trainable", "seeded_generator"]

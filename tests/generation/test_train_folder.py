@@ -68,3 +68,41 @@ def test_bad_training_folders_exit_2_naming_the_problem(tmp_path, tiny_autoencod
     assert _train(data, tmp_path / "run", tiny_autoencoder_file, "--steps", "2") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def _tiny(tiny_autoencoder_file, tmp_path, out: str, *extra: str) -> int:
+    return main(["train", "diffusion", "--config", str(CONFIGS / "tiny_generate.yaml"), "--autoencoder",
+                 str(tiny_autoencoder_file), "--out", str(tmp_path / out), "-q", *extra])
+
+
+def test_train_init_starts_weights_and_ema_from_a_model_file(tmp_path, tiny_autoencoder_file, tiny_generator,
+                                                             capsys):
+    import torch
+
+    from ldm_med.config import load_config
+    from ldm_med.train.distributed import DistContext
+    from ldm_med.train.loop import _start
+
+    cfg = load_config(CONFIGS / "tiny_generate.yaml", "diffusion", overrides=[f"train.init={tiny_generator}"])
+    cfg.autoencoder = str(tiny_autoencoder_file)
+    _, task, step, _ = _start(cfg, tmp_path / "run", DistContext(), resume=False)
+    start = load_model(tiny_generator).model.state_dict()
+    for trained in (task.trainables[0].module.state_dict(), task.trainables[0].ema.model.state_dict()):
+        assert step == 0 and all(torch.equal(trained[k], v) for k, v in start.items())
+    # and from the command line, with a learning rate YAML 1.1 reads as a string (2e-4, no dot)
+    assert _tiny(tiny_autoencoder_file, tmp_path, "cli", "--steps", "2", "--set", f"train.init={tiny_generator}",
+                 "--set", "optim.lr=2e-4") == 0
+    assert f"weights and EMA start from {tiny_generator}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case, message", [
+    ("autoencoder", "train.init holds an autoencoder, this run trains a denoiser"),
+    ("other network", "train.init is another network than the recipe's model"),
+])
+def test_train_init_refuses_another_model_naming_the_file(tmp_path, tiny_autoencoder_file, tiny_generator, capsys,
+                                                          case, message):
+    init = tiny_autoencoder_file if case == "autoencoder" else tiny_generator
+    extra = ["--set", "model.channels=[8, 8]"] if case == "other network" else []
+    assert _tiny(tiny_autoencoder_file, tmp_path, "run", "--set", f"train.init={init}", *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(init) in err[0] and message in err[0]

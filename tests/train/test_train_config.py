@@ -80,3 +80,8 @@ def test_overrides_and_relative_paths(tmp_path):
     assert cfg.data.sources[0].paths == (str(tmp_path / "scans" / "*.nii.gz"),)  # found beside the recipe
     with pytest.raises(InputError, match="KEY=VALUE"):
         load_config(path, overrides=["train.steps"])
+    # YAML 1.1 reads 2e-4 (no dot) as a string: a float key takes it as the number it is, nothing else
+    assert load_config(path, overrides=["optim.lr=2e-4"]).optim.lr == 2e-4
+    for bad in ("optim.lr=2e", "optim.lr=e-4", "optim.lr=two"):
+        with pytest.raises(InputError, match="optim.lr: expected a number"):
+            load_config(path, overrides=[bad])
