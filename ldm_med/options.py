@@ -109,7 +109,7 @@ class GenerateOptions:
         sampler, steps: the diffusion sampler and its number of steps.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
         checkpoint: a generation model file; default the shipped model for ``dims``.
-        decoder_noise: add white noise of the autoencoder's robust round-trip error on the class
+        decoder_noise: add noise with the spectrum of the autoencoder's round-trip error on the class
             (recorded in the model), so samples have the data's grain, not the decoder's smooth mean.
     """
 

@@ -287,27 +287,24 @@ class GenerationTask(_LatentDenoiserTask):
             from ldm_med.train.gendata import class_infos
 
             infos = class_infos(self.cfg.data.sources, len(self.cfg.data.crop))
-            noise = self.residual_stds()
-            infos = {k: dataclasses.replace(v, residual_std=noise.get(k, 0.0)) for k, v in infos.items()}
+            noise = self.residual_grain()
+            infos = {k: dataclasses.replace(v, residual_std=noise[k][0], grain=tuple(noise[k][1]))
+                     if k in noise else v for k, v in infos.items()}
             extra.update(attributes=self.cfg.attributes,
                          classes={k: v.to_dict() for k, v in infos.items()})
         return extra
 
-    @torch.no_grad()
-    def residual_stds(self) -> dict[str, float]:
-        """Per class, the robust std (1.4826 x median absolute deviation) of ``x - decode(encode(x))`` over
-        training samples: the grain the autoencoder smooths away, which generation adds back as white
-        noise. Robust, so that structure the autoencoder misses at edges (not white) does not count."""
+    def residual_grain(self) -> dict[str, tuple[float, list[float]]]:
+        """Per class, the robust std and the radial spectrum of ``x - decode(encode(x))`` over training
+        samples (``ldm_med.generation.grain``): the grain the autoencoder smooths away, which generation
+        adds back."""
+        from ldm_med.generation.grain import measure_grain
+
         store = self.data.train
         per_class = 24 if len(self.cfg.data.crop) == 2 else 6
-        out: dict[str, float] = {}
+        out: dict[str, tuple[float, list[float]]] = {}
         for k, name in enumerate(self.class_names):
             picks = [i for i, c in enumerate(store.label_index) if c == k][:per_class]
-            if not picks:
-                continue
-            x = torch.from_numpy(np.stack([store[i][0] for i in picks])[:, None]).to(self.ctx.device)
-            z = self.encode(x) / self.latent_scale
-            rec = self.ae.decode(z) if x.ndim == 4 else self.ae.decode_volume(z)
-            r = (rec - x).float().flatten()
-            out[name] = float(1.4826 * (r - r.median()).abs().median())
+            if picks:
+                out[name] = measure_grain(self.ae, np.stack([store[i][0] for i in picks]))
         return out

@@ -90,8 +90,8 @@ def test_train_init_starts_weights_and_ema_from_a_model_file(tmp_path, tiny_auto
     for trained in (task.trainables[0].module.state_dict(), task.trainables[0].ema.model.state_dict()):
         assert step == 0 and all(torch.equal(trained[k], v) for k, v in start.items())
     # and from the command line, with a learning rate YAML 1.1 reads as a string (2e-4, no dot)
-    assert _tiny(tiny_autoencoder_file, tmp_path, "cli", "--steps", "2", "--set", f"train.init={tiny_generator}",
-                 "--set", "optim.lr=2e-4") == 0
+    assert _tiny(tiny_autoencoder_file, tmp_path, "cli", "--steps", "2", "--set",
+                 f"train.init={tiny_generator}", "--set", "optim.lr=2e-4") == 0
     assert f"weights and EMA start from {tiny_generator}" in capsys.readouterr().out
 
 
@@ -99,8 +99,8 @@ def test_train_init_starts_weights_and_ema_from_a_model_file(tmp_path, tiny_auto
     ("autoencoder", "train.init holds an autoencoder, this run trains a denoiser"),
     ("other network", "train.init is another network than the recipe's model"),
 ])
-def test_train_init_refuses_another_model_naming_the_file(tmp_path, tiny_autoencoder_file, tiny_generator, capsys,
-                                                          case, message):
+def test_train_init_refuses_another_model_naming_the_file(tmp_path, tiny_autoencoder_file, tiny_generator,
+                                                          capsys, case, message):
     init = tiny_autoencoder_file if case == "autoencoder" else tiny_generator
     extra = ["--set", "model.channels=[8, 8]"] if case == "other network" else []
     assert _tiny(tiny_autoencoder_file, tmp_path, "run", "--set", f"train.init={init}", *extra) == 2

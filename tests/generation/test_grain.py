@@ -1,0 +1,52 @@
+"""The decoder grain: a spectrum measured on round-trip residuals and noise drawn with it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ldm_med.checkpoint import load_model
+from ldm_med.generation.grain import GRAIN_BINS, grain, grain_profile
+from ldm_med.generation.quality import radial_power
+
+
+def _coloured(shape, rng):
+    """Noise with most of its power at low frequencies (a smoothed field plus a little white noise)."""
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(rng.standard_normal(shape), (0, 2.0, 2.0))
+    return 3 * smooth + 0.1 * rng.standard_normal(shape)
+
+
+def test_grain_reproduces_the_power_spectrum_it_was_measured_on():
+    rng = np.random.default_rng(0)
+    residuals = _coloured((16, 64, 64), rng)
+    profile = grain_profile(residuals)
+    assert len(profile) == GRAIN_BINS and profile[1] > 5 * profile[-1]  # not white
+    drawn = grain((16, 64, 64), profile, np.random.default_rng(1))
+    want = np.mean([radial_power(r - r.mean()) for r in residuals], axis=0)
+    got = np.mean([radial_power(d) for d in drawn], axis=0)
+    np.testing.assert_allclose(got[1:], want[1:], atol=0.15)  # log10 power, every band but the DC one
+    assert drawn.dtype == np.float32 and abs(float(drawn.mean())) < 1e-3
+    white = grain((8, 64, 64), grain_profile(rng.standard_normal((8, 64, 64))), np.random.default_rng(2))
+    assert float(white.std()) == pytest.approx(1.0, abs=0.05)  # white noise keeps its variance
+
+
+def test_grain_works_at_any_size_and_is_seeded():
+    profile = grain_profile(_coloured((4, 32, 32), np.random.default_rng(0)))
+    a = grain((40, 24), profile, np.random.default_rng(5))
+    assert a.shape == (40, 24)
+    np.testing.assert_array_equal(a, grain((40, 24), profile, np.random.default_rng(5)))
+
+
+def test_trained_models_record_the_grain_per_class(tiny_generator):
+    classes = load_model(tiny_generator).extra["classes"]
+    for info in classes.values():
+        assert len(info["grain"]) == GRAIN_BINS and min(info["grain"]) >= 0 and info["residual_std"] > 0
+
+
+def test_the_shipped_generators_carry_grain_profiles():
+    from ldm_med.generation.model import DEFAULT_GENERATORS
+
+    for path in DEFAULT_GENERATORS.values():
+        for name, info in load_model(path).extra["classes"].items():
+            assert len(info.get("grain", [])) == GRAIN_BINS, f"{path.name}: {name} has no grain profile"
