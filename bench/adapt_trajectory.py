@@ -49,7 +49,7 @@ def trajectory(name, vol, pattern, missing, steps, every, batch, tune_layers=0) 
     truth = imap.forward(data).astype(np.float32)
     spacing = vol.spacing_slices_first()
     base = {m: metrics.psnr(truth, fill_missing(truth, missing, 0, m), missing, axis=0) for m in METHODS}
-    net = load_refiner(default_refiner("CT" if imap.is_ct else "other"))
+    net = load_refiner(default_refiner("CT" if imap.is_ct else str(vol.metadata.get("modality") or "")))
     pretrained = copy.deepcopy(net)
     opts = AdaptOptions(steps=steps, batch_size=batch, tune_layers=tune_layers)
     rows = []

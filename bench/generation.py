@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -137,14 +136,9 @@ def table(rows: list[dict], title: str) -> str:
 
 def write_section(path: Path, text: str, name: str = "generation") -> None:
     """Replace this script's section ``name`` of ``path`` (between its markers), keeping the rest."""
-    begin, end = f"<!-- bench/generation.py {name}: begin -->", f"<!-- bench/generation.py {name}: end -->"
-    doc = path.read_text() if path.exists() else ""
-    block = f"{begin}\n{text}\n{end}"
-    if begin in doc:
-        doc = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
-    else:
-        doc = doc.rstrip() + "\n\n" + block + "\n"
-    path.write_text(doc)
+    from _sections import write_section as write
+
+    write(path, text, f"bench/generation.py {name}")
 
 
 def main() -> int:

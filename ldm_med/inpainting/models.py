@@ -10,7 +10,10 @@ import torch
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_DENOISER = MODELS_DIR / "denoiser.safetensors"
 # CT (Hounsfield units) gets a refiner trained on CT alone; everything else the general one (CT and MR)
-DEFAULT_REFINERS = {"CT": MODELS_DIR / "ct_refiner.safetensors", "other": MODELS_DIR / "refiner.safetensors"}
+DEFAULT_REFINERS = {"CT": MODELS_DIR / "ct_refiner.safetensors",
+                    "science": MODELS_DIR / "science_refiner.safetensors",
+                    "other": MODELS_DIR / "refiner.safetensors"}
+SCIENCE_MODALITIES = ("EM", "ASTRO")  # density maps (MRC/MAP) and astronomical cubes (FITS)
 
 
 @dataclass
@@ -55,8 +58,11 @@ def _load(path: str, device: str) -> InpaintingModel:
 
 
 def default_refiner(modality: str) -> Path:
-    """The shipped refiner for ``modality``: the CT one for ``"CT"``, the general one for anything else."""
-    return DEFAULT_REFINERS["CT" if modality.upper() == "CT" else "other"]
+    """The shipped refiner for ``modality``: the CT one for ``"CT"``, the scientific one for density maps
+    and astronomical cubes (``SCIENCE_MODALITIES``), the general one (MR and the rest) otherwise."""
+    modality = modality.upper()
+    return DEFAULT_REFINERS["CT" if modality == "CT" else "science" if modality in SCIENCE_MODALITIES
+                            else "other"]
 
 
 def load_refiner(path: str | Path | None = None, device: torch.device | str = "cpu") -> torch.nn.Module:

@@ -139,7 +139,8 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
     # load (and so check) every model asked for before any work; the shipped refiners are per modality
     refiner = None
     if opts.refine != "off":
-        path = Path(opts.refiner) if opts.refiner else default_refiner("CT" if imap.is_ct else "other")
+        modality = "CT" if imap.is_ct else str(volume.metadata.get("modality") or "")
+        path = Path(opts.refiner) if opts.refiner else default_refiner(modality)
         refiner, info["refiner"] = load_refiner(path, device), path.name
     model = load_inpainting_model(opts.checkpoint, device) if opts.uses_diffusion or opts.checkpoint else None
     x = x_lin = imap.forward(anchor).astype(np.float32)  # (Z, A, B) normalised

@@ -6,6 +6,7 @@ import pytest
 
 from ldm_med import ReconstructOptions, reconstruct
 from ldm_med.cli import main
+from ldm_med.data import astro_field, molecular_density
 from ldm_med.data.phantoms import ct_body, mr_head
 from ldm_med.inpainting.models import (
     DEFAULT_DENOISER,
@@ -45,7 +46,12 @@ def test_the_refiner_is_chosen_by_modality():
     for name, vol in (("ct", ct), ("mr", mr_head(shape=(32, 32, 14), seed=4242))):
         out = reconstruct(vol, missing, ReconstructOptions(refine="pretrained", device="cpu")).volume
         used[name] = out.metadata["reconstruction"]["refiner"]
-    assert used == {"ct": DEFAULT_REFINERS["CT"].name, "mr": DEFAULT_REFINERS["other"].name}
+    for name, vol in (("astro", astro_field((32, 32, 14), seed=4242)),
+                      ("molecule", molecular_density((32, 32, 14), seed=4242))):
+        out = reconstruct(vol, missing, ReconstructOptions(refine="pretrained", device="cpu")).volume
+        used[name] = out.metadata["reconstruction"]["refiner"]
+    assert used == {"ct": DEFAULT_REFINERS["CT"].name, "mr": DEFAULT_REFINERS["other"].name,
+                    "astro": DEFAULT_REFINERS["science"].name, "molecule": DEFAULT_REFINERS["science"].name}
     chosen = ReconstructOptions(refine="pretrained", device="cpu", refiner=str(DEFAULT_REFINERS["other"]))
     assert reconstruct(ct, missing, chosen).volume.metadata["reconstruction"]["refiner"] == used["mr"]
 
