@@ -12,8 +12,8 @@ cycles per pixel), and ``grain`` draws Gaussian noise with that spectrum for any
 plane for volumes (the autoencoder works on slices). Expected power: exactly the residual's, per
 frequency.
 
-``python -m ldm_med.generation.grain MODEL`` measures and stores the profiles of a generation model
-trained before they were recorded (the shipped ones), on its preset classes' training samples.
+Training records the profiles at export; ``python -m ldm_med.train.regrain MODEL`` adds them to a
+generation model trained before they were recorded (the shipped ones).
 """
 from __future__ import annotations
 
@@ -70,31 +70,3 @@ def measure_grain(ae, x: np.ndarray) -> tuple[float, list[float]]:
     flat = r.ravel()
     robust = float(1.4826 * np.median(np.abs(flat - np.median(flat))))
     return robust, grain_profile(r.reshape(-1, *r.shape[-2:]))
-
-
-def add_profiles(path: str, out: str | None = None, per_class: int | None = None, half: bool = True) -> str:
-    """Measure the grain of every preset class of the generation model ``path`` on its training samples
-    (the recipe's first seeds, as training draws them) and write the model again with ``grain`` (and a
-    re-measured ``residual_std``) in each class; ``out`` defaults to ``path``."""
-    from ldm_med.checkpoint import load_model, save_model
-    from ldm_med.generation.model import load_generation_model
-    from ldm_med.train.gendata import _preset_sample
-
-    src, model = load_model(path), load_generation_model(path)
-    seeds = {s["preset"]: int(s["seed"]) for s in src.config["data"]["sources"] if s.get("preset")}
-    per_class = per_class or (24 if model.dims == 2 else 6)
-    extra = dict(src.extra)
-    extra["classes"] = {k: dict(v) for k, v in extra["classes"].items()}
-    for info in extra["classes"].values():
-        if info.get("preset") in seeds:
-            first = seeds[info["preset"]]
-            x = np.stack([_preset_sample(info["preset"], first + i, model.size)[0] for i in range(per_class)])
-            info["residual_std"], info["grain"] = measure_grain(model.ae, x)
-    return str(save_model(out or path, src.model, kind=src.kind, config=src.config, extra=extra, half=half))
-
-
-if __name__ == "__main__":
-    import sys
-
-    for model_file in sys.argv[1:]:
-        print("grain profiles written to", add_profiles(model_file))

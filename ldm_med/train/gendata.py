@@ -56,7 +56,7 @@ class ClassInfo:
 
 
 # -- presets ---------------------------------------------------------------------------------------
-def _preset_sample(name: str, seed: int, crop: tuple[int, ...]) -> tuple[np.ndarray, dict[str, float]]:
+def preset_sample(name: str, seed: int, crop: tuple[int, ...]) -> tuple[np.ndarray, dict[str, float]]:
     from ldm_med.data.presets import get_preset
 
     preset = get_preset(name)
@@ -70,7 +70,7 @@ def _preset_sample(name: str, seed: int, crop: tuple[int, ...]) -> tuple[np.ndar
 
 def preset_refs(src: Source, crop: Sequence[int]) -> list[SampleRef]:
     return [SampleRef(f"{src.preset}:{seed}", src.class_name,
-                      partial(_preset_sample, src.preset, seed, tuple(crop)))
+                      partial(preset_sample, src.preset, seed, tuple(crop)))
             for seed in range(src.seed, src.seed + src.count)]
 
 

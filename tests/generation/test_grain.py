@@ -50,3 +50,19 @@ def test_the_shipped_generators_carry_grain_profiles():
     for path in DEFAULT_GENERATORS.values():
         for name, info in load_model(path).extra["classes"].items():
             assert len(info.get("grain", [])) == GRAIN_BINS, f"{path.name}: {name} has no grain profile"
+
+
+def test_regrain_adds_the_profiles_to_an_older_model_and_keeps_its_weights(tiny_generator):
+    import torch
+
+    from ldm_med.checkpoint import save_model
+    from ldm_med.train.regrain import add_profiles
+
+    src = load_model(tiny_generator)
+    old = dict(src.extra)
+    old["classes"] = {k: {**v, "grain": []} for k, v in src.extra["classes"].items()}  # as made before
+    older = save_model(tiny_generator.parent / "older.safetensors", src.model, kind=src.kind, config=src.config,
+                       extra=old)
+    out = load_model(add_profiles(str(older), str(tiny_generator.parent / "regrained.safetensors"), half=False))
+    assert all(len(v["grain"]) == GRAIN_BINS for v in out.extra["classes"].values())
+    assert all(torch.equal(a, b) for a, b in zip(out.model.state_dict().values(), src.model.state_dict().values()))
