@@ -12,6 +12,14 @@ cycles per pixel), and ``grain`` draws Gaussian noise with that spectrum for any
 plane for volumes (the autoencoder works on slices). Expected power: exactly the residual's, per
 frequency.
 
+Stationary grain of that spectrum is still wrong in one way: the residual is not spread evenly. On CT it
+is 0.01 in air and soft tissue and 0.1-0.2 at bone and edges; stationary grain gave air the edges'
+noise and doubled the histogram distance to real samples. So the grain is also modulated by an
+**envelope** (``grain_envelope``): the residual's rms as a function of the decoded intensity, relative
+to its rms overall (``ENVELOPE_BINS`` quantile bins; mean square 1 over the training samples, so the
+spectrum's power is kept on average). Measured on the shipped 2D model (16 samples per preset):
+histogram distance CT 0.111 -> 0.053, MR 0.208 -> 0.099, power distance 0.43 -> 0.44 and 0.58 -> 0.64.
+
 Training records the profiles at export; ``python -m ldm_med.train.regrain MODEL`` adds them to a
 generation model trained before they were recorded (the shipped ones).
 """
@@ -20,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 GRAIN_BINS = 32
+ENVELOPE_BINS = 12
 _CORNER = float(np.sqrt(0.5))  # the largest radial frequency of a 2D grid, cycles per pixel
 
 
@@ -53,9 +62,32 @@ def grain(shape: tuple[int, ...], profile: list[float], rng: np.random.Generator
     return np.real(np.fft.ifft2(np.fft.fft2(white) * amp)).astype(np.float32)
 
 
-def measure_grain(ae, x: np.ndarray) -> tuple[float, list[float]]:
-    """``(robust std, radial profile)`` of ``x - decode(encode(x))`` for samples ``x`` in the model range,
-    ``(B, H, W)`` images or ``(B, D, H, W)`` volumes (encoded slice by slice)."""
+def grain_envelope(decoded: np.ndarray, residuals: np.ndarray) -> list[list[float]]:
+    """``[[intensity, ratio], ...]``: per quantile bin of the ``decoded`` intensity, the bin's median and
+    the rms of the ``residuals`` there (per-plane means removed) over their rms everywhere."""
+    res = np.asarray(residuals, dtype=np.float64)
+    res = (res - res.mean(axis=(-2, -1), keepdims=True)).ravel()
+    dec = np.asarray(decoded, dtype=np.float64).ravel()
+    edges = np.quantile(dec, np.linspace(0.0, 1.0, ENVELOPE_BINS + 1))
+    idx = np.clip(np.searchsorted(edges, dec, side="right") - 1, 0, ENVELOPE_BINS - 1)
+    counts = np.bincount(idx, minlength=ENVELOPE_BINS)
+    keep = counts > 0  # a bin can be empty where many voxels share one value (air, background)
+    ms = np.bincount(idx, res * res, ENVELOPE_BINS)[keep] / counts[keep]
+    ratio = np.sqrt(ms / max(float(np.mean(res * res)), 1e-20))
+    centres = [float(np.median(dec[idx == i])) for i in np.flatnonzero(keep)]
+    return [[round(c, 5), round(float(r), 5)] for c, r in zip(centres, ratio)]
+
+
+def modulate(noise: np.ndarray, decoded: np.ndarray, envelope: list[list[float]]) -> np.ndarray:
+    """``noise`` scaled voxel by voxel by the ``envelope`` (``grain_envelope``) at the ``decoded``
+    intensity (held constant beyond its first and last bins)."""
+    values, ratios = np.asarray(envelope, dtype=np.float64).T
+    return (noise * np.interp(decoded, values, ratios)).astype(np.float32)
+
+
+def measure_grain(ae, x: np.ndarray) -> tuple[float, list[float], list[list[float]]]:
+    """``(robust std, radial profile, envelope)`` of ``x - decode(encode(x))`` for samples ``x`` in the
+    model range, ``(B, H, W)`` images or ``(B, D, H, W)`` volumes (encoded slice by slice)."""
     import torch
 
     with torch.no_grad():
@@ -66,7 +98,8 @@ def measure_grain(ae, x: np.ndarray) -> tuple[float, list[float]]:
             rec = ae.decode(ae.encode(t)[0])
         else:
             rec = ae.decode_volume(ae.encode_volume(t))
-        r = (rec - t).float().cpu()[:, 0].numpy()
+        rec = rec.float().cpu()[:, 0].numpy()
+    r = rec - np.asarray(x, dtype=np.float32)
     flat = r.ravel()
     robust = float(1.4826 * np.median(np.abs(flat - np.median(flat))))
-    return robust, grain_profile(r.reshape(-1, *r.shape[-2:]))
+    return robust, grain_profile(r.reshape(-1, *r.shape[-2:])), grain_envelope(rec, r)

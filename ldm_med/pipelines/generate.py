@@ -72,12 +72,16 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
 
 
 def _add_grain(x: np.ndarray, info: dict, rng: np.random.Generator) -> np.ndarray:
-    """``x`` plus the class's decoder grain: noise with its measured spectrum, or for models made before
-    spectra were recorded white noise of its robust round-trip std."""
+    """``x`` plus the class's decoder grain: noise with its measured spectrum, modulated by its envelope
+    over intensity where the model records one; for models made before spectra were recorded, white
+    noise of its robust round-trip std."""
     if info.get("grain"):
-        from ldm_med.generation.grain import grain
+        from ldm_med.generation.grain import grain, modulate
 
-        return x + grain(x.shape, info["grain"], rng)
+        noise = grain(x.shape, info["grain"], rng)
+        if info.get("grain_envelope"):
+            noise = modulate(noise, x, info["grain_envelope"])
+        return x + noise
     if info.get("residual_std", 0.0) > 0:
         return x + np.float32(info["residual_std"]) * rng.standard_normal(x.shape, dtype=np.float32)
     return x

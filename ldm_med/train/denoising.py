@@ -288,21 +288,22 @@ class GenerationTask(_LatentDenoiserTask):
 
             infos = class_infos(self.cfg.data.sources, len(self.cfg.data.crop))
             noise = self.residual_grain()
-            infos = {k: dataclasses.replace(v, residual_std=noise[k][0], grain=tuple(noise[k][1]))
+            infos = {k: dataclasses.replace(v, residual_std=noise[k][0], grain=tuple(noise[k][1]),
+                                            grain_envelope=tuple(map(tuple, noise[k][2])))
                      if k in noise else v for k, v in infos.items()}
             extra.update(attributes=self.cfg.attributes,
                          classes={k: v.to_dict() for k, v in infos.items()})
         return extra
 
-    def residual_grain(self) -> dict[str, tuple[float, list[float]]]:
-        """Per class, the robust std and the radial spectrum of ``x - decode(encode(x))`` over training
-        samples (``ldm_med.generation.grain``): the grain the autoencoder smooths away, which generation
-        adds back."""
+    def residual_grain(self) -> dict[str, tuple]:
+        """Per class, the robust std, the radial spectrum and the envelope over intensity of
+        ``x - decode(encode(x))`` over training samples (``ldm_med.generation.grain``): the grain
+        the autoencoder smooths away, which generation adds back."""
         from ldm_med.generation.grain import measure_grain
 
         store = self.data.train
         per_class = 24 if len(self.cfg.data.crop) == 2 else 6
-        out: dict[str, tuple[float, list[float]]] = {}
+        out: dict[str, tuple] = {}
         for k, name in enumerate(self.class_names):
             picks = [i for i, c in enumerate(store.label_index) if c == k][:per_class]
             if picks:

@@ -1,5 +1,6 @@
-"""Add decoder-grain spectra (``ldm_med.generation.grain``) to a generation model trained before export
-recorded them: ``python -m ldm_med.train.regrain MODEL [MODEL ...]`` (rewrites each file in place)."""
+"""Add decoder-grain spectra and envelopes (``ldm_med.generation.grain``) to a generation model
+trained before export recorded them: ``python -m ldm_med.train.regrain MODEL [MODEL ...]``
+(rewrites each file in place)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,8 @@ from ldm_med.generation.grain import measure_grain
 
 def add_profiles(path: str, out: str | None = None, per_class: int | None = None, half: bool = True) -> str:
     """Measure the grain of every preset class of the generation model ``path`` on its training samples
-    (the recipe's first seeds, as training draws them) and write the model again with ``grain`` (and a
-    re-measured ``residual_std``) in each class; ``out`` defaults to ``path``."""
+    (the recipe's first seeds, as training draws them) and write the model again with ``grain`` and
+    ``grain_envelope`` (and a re-measured ``residual_std``) in each class; ``out`` defaults to ``path``."""
     from ldm_med.checkpoint import load_model, save_model
     from ldm_med.generation.model import load_generation_model
     from ldm_med.train.gendata import preset_sample
@@ -24,7 +25,7 @@ def add_profiles(path: str, out: str | None = None, per_class: int | None = None
         if info.get("preset") in seeds:
             first = seeds[info["preset"]]
             x = np.stack([preset_sample(info["preset"], first + i, model.size)[0] for i in range(per_class)])
-            info["residual_std"], info["grain"] = measure_grain(model.ae, x)
+            info["residual_std"], info["grain"], info["grain_envelope"] = measure_grain(model.ae, x)
     return str(save_model(out or path, src.model, kind=src.kind, config=src.config, extra=extra, half=half))
 
 

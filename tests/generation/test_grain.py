@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ldm_med.checkpoint import load_model
-from ldm_med.generation.grain import GRAIN_BINS, grain, grain_profile
+from ldm_med.generation.grain import GRAIN_BINS, grain, grain_envelope, grain_profile, modulate
 from ldm_med.generation.quality import radial_power
 
 
@@ -38,10 +38,25 @@ def test_grain_works_at_any_size_and_is_seeded():
     np.testing.assert_array_equal(a, grain((40, 24), profile, np.random.default_rng(5)))
 
 
+def test_the_envelope_puts_the_grain_where_the_residual_is():
+    rng = np.random.default_rng(0)
+    decoded = np.tile(np.linspace(-1.0, 1.0, 64), (8, 64, 1))  # planes of a horizontal ramp
+    amplitude = np.where(decoded < 0, 0.05, 0.5)                  # quiet background, noisy object
+    envelope = grain_envelope(decoded, amplitude * rng.standard_normal(decoded.shape))
+    values, ratios = np.asarray(envelope).T
+    assert np.all(np.diff(values) > 0)
+    assert np.mean(ratios**2) == pytest.approx(1.0, rel=0.05)     # the spectrum's power is kept
+    noise = modulate(rng.standard_normal(decoded.shape), decoded, envelope)
+    low, high = noise[decoded < -0.2].std(), noise[decoded > 0.2].std()
+    assert high / low == pytest.approx(10.0, rel=0.15)
+    assert noise.dtype == np.float32
+
+
 def test_trained_models_record_the_grain_per_class(tiny_generator):
     classes = load_model(tiny_generator).extra["classes"]
     for info in classes.values():
         assert len(info["grain"]) == GRAIN_BINS and min(info["grain"]) >= 0 and info["residual_std"] > 0
+        assert len(info["grain_envelope"]) >= 2 and all(r >= 0 for _, r in info["grain_envelope"])
 
 
 def test_the_shipped_generators_carry_grain_profiles():
@@ -50,6 +65,7 @@ def test_the_shipped_generators_carry_grain_profiles():
     for path in DEFAULT_GENERATORS.values():
         for name, info in load_model(path).extra["classes"].items():
             assert len(info.get("grain", [])) == GRAIN_BINS, f"{path.name}: {name} has no grain profile"
+            assert info.get("grain_envelope"), f"{path.name}: {name} has no grain envelope"
 
 
 def test_regrain_adds_the_profiles_to_an_older_model_and_keeps_its_weights(tiny_generator):
@@ -60,10 +76,11 @@ def test_regrain_adds_the_profiles_to_an_older_model_and_keeps_its_weights(tiny_
 
     src = load_model(tiny_generator)
     old = dict(src.extra)
-    old["classes"] = {k: {**v, "grain": []} for k, v in src.extra["classes"].items()}  # as made before
+    old["classes"] = {k: {**v, "grain": [], "grain_envelope": []}  # as made before
+                      for k, v in src.extra["classes"].items()}
     here = tiny_generator.parent  # beside the original: its autoencoder reference stays valid
     older = save_model(here / "older.safetensors", src.model, kind=src.kind, config=src.config, extra=old)
     out = load_model(add_profiles(str(older), str(here / "regrained.safetensors"), half=False))
-    assert all(len(v["grain"]) == GRAIN_BINS for v in out.extra["classes"].values())
+    assert all(len(v["grain"]) == GRAIN_BINS and v["grain_envelope"] for v in out.extra["classes"].values())
     before, after = src.model.state_dict(), out.model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items())
