@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="file format (default the preset's own: MRC molecular, FITS astronomical, "
                         "NIfTI medical)")
     p.add_argument("--no-decoder-noise", dest="decoder_noise", action="store_false",
-                   help="do not add the autoencoder's residual noise (smooth samples: the decoder's mean)")
+                   help="do not add the autoencoder's residual noise (smooth samples: the decoder's "
+                        "bias-corrected mean)")
     p.add_argument("--out", help="output folder (sample files, gallery.png, generation.json)")
     p.add_argument("--overwrite", action="store_true", help="replace files that already exist")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress")

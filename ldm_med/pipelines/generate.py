@@ -1,11 +1,12 @@
 """``generate``: synthetic images and volumes from a class- and attribute-conditional latent diffusion model.
 
 Each sample: Gaussian noise seeded with ``seed + i`` -> guided latent sampling (class label, requested
-attributes, classifier-free guidance) -> the autoencoder's decoder, plus noise with the spectrum of the
-decoder's round-trip error on that class (``decoder_noise``: the grain a decoder's mean leaves out,
-``ldm_med.generation.grain``) -> the class's intensity stretch back to physical units -> a
-:class:`Volume` with the class's voxel size, marked synthetic in its metadata together with every
-setting, the model and the attribute measured on the result.
+attributes, classifier-free guidance) -> the autoencoder's decoder, corrected by its mean round-trip
+error over intensity on that class, plus noise with the spectrum of the remaining error
+(``decoder_noise``: the grain a decoder's mean leaves out, ``ldm_med.generation.grain``) -> the
+class's intensity stretch back to physical units -> a :class:`Volume` with the class's voxel size,
+marked synthetic in its metadata together with every setting, the model and the attribute measured
+on the result.
 """
 from __future__ import annotations
 
@@ -63,27 +64,36 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
 
         with _autocast(device):
             x = _sample(model, options, label, attrs, size, options.seed + i, device, step)
-        if options.decoder_noise:
-            x = _add_grain(x, info, np.random.default_rng([options.seed + i, 1]))  # apart from the sampler's
+        rng = np.random.default_rng([options.seed + i, 1])  # the grain's seed, apart from the sampler's
+        noise = _grain(x, info, rng) if options.decoder_noise else 0.0
+        x = _debias(x, info) + noise
         volumes.append(_as_volume(x, model, options, info, i, notes))
     if done[0] < total:
         report(total)
     return Generation(volumes, options, time.perf_counter() - start, info["natural_format"], notes)
 
 
-def _add_grain(x: np.ndarray, info: dict, rng: np.random.Generator) -> np.ndarray:
-    """``x`` plus the class's decoder grain: noise with its measured spectrum, modulated by its envelope
-    over intensity where the model records one; for models made before spectra were recorded, white
-    noise of its robust round-trip std."""
+def _grain(x: np.ndarray, info: dict, rng: np.random.Generator) -> np.ndarray | float:
+    """The class's decoder grain for the decoded ``x``: noise with its measured spectrum, modulated by
+    its envelope over intensity where the model records one; for models made before spectra were
+    recorded, white noise of its robust round-trip std."""
     if info.get("grain"):
         from ldm_med.generation.grain import grain, modulate
 
         noise = grain(x.shape, info["grain"], rng)
-        if info.get("grain_envelope"):
-            noise = modulate(noise, x, info["grain_envelope"])
-        return x + noise
+        return modulate(noise, x, info["grain_envelope"]) if info.get("grain_envelope") else noise
     if info.get("residual_std", 0.0) > 0:
-        return x + np.float32(info["residual_std"]) * rng.standard_normal(x.shape, dtype=np.float32)
+        return np.float32(info["residual_std"]) * rng.standard_normal(x.shape, dtype=np.float32)
+    return 0.0
+
+
+def _debias(x: np.ndarray, info: dict) -> np.ndarray:
+    """The decoded ``x`` corrected by the class's decoder bias over intensity, where the model records
+    one (``ldm_med.generation.grain.decoder_bias``)."""
+    if info.get("decoder_bias"):
+        from ldm_med.generation.grain import debias
+
+        return debias(x, info["decoder_bias"])
     return x
 
 

@@ -288,22 +288,21 @@ class GenerationTask(_LatentDenoiserTask):
 
             infos = class_infos(self.cfg.data.sources, len(self.cfg.data.crop))
             noise = self.residual_grain()
-            infos = {k: dataclasses.replace(v, residual_std=noise[k][0], grain=tuple(noise[k][1]),
-                                            grain_envelope=tuple(map(tuple, noise[k][2])))
-                     if k in noise else v for k, v in infos.items()}
+            infos = {k: dataclasses.replace(v, **noise[k].as_class_info()) if k in noise else v
+                     for k, v in infos.items()}
             extra.update(attributes=self.cfg.attributes,
                          classes={k: v.to_dict() for k, v in infos.items()})
         return extra
 
-    def residual_grain(self) -> dict[str, tuple]:
-        """Per class, the robust std, the radial spectrum and the envelope over intensity of
-        ``x - decode(encode(x))`` over training samples (``ldm_med.generation.grain``): the grain
-        the autoencoder smooths away, which generation adds back."""
+    def residual_grain(self) -> dict[str, Any]:
+        """Per class, the ``Grain`` of ``x - decode(encode(x))`` over training samples
+        (``ldm_med.generation.grain``): what the autoencoder smooths away or shifts, which generation
+        puts back."""
         from ldm_med.generation.grain import measure_grain
 
         store = self.data.train
         per_class = 24 if len(self.cfg.data.crop) == 2 else 6
-        out: dict[str, tuple] = {}
+        out: dict[str, Any] = {}
         for k, name in enumerate(self.class_names):
             picks = [i for i, c in enumerate(store.label_index) if c == k][:per_class]
             if picks:

@@ -49,12 +49,14 @@ class ClassInfo:
     residual_std: float = 0.0   # the autoencoder's round-trip error on this class (model range)
     grain: tuple[float, ...] = ()  # its radial amplitude spectrum (ldm_med.generation.grain)
     grain_envelope: tuple[tuple[float, float], ...] = ()  # its rms over the decoded intensity
+    decoder_bias: tuple[tuple[float, float], ...] = ()  # the decoder's mean error over that intensity
 
     def to_dict(self) -> dict:
         return {"stretch": self.stretch, "spacing": list(self.spacing), "modality": self.modality,
                 "natural_format": self.natural_format, "spatial_unit": self.spatial_unit,
                 "preset": self.preset, "residual_std": self.residual_std, "grain": list(self.grain),
-                "grain_envelope": [list(p) for p in self.grain_envelope]}
+                "grain_envelope": [list(p) for p in self.grain_envelope],
+                "decoder_bias": [list(p) for p in self.decoder_bias]}
 
 
 # -- presets ---------------------------------------------------------------------------------------

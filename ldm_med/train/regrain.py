@@ -25,7 +25,7 @@ def add_profiles(path: str, out: str | None = None, per_class: int | None = None
         if info.get("preset") in seeds:
             first = seeds[info["preset"]]
             x = np.stack([preset_sample(info["preset"], first + i, model.size)[0] for i in range(per_class)])
-            info["residual_std"], info["grain"], info["grain_envelope"] = measure_grain(model.ae, x)
+            info.update(measure_grain(model.ae, x).as_class_info())
     return str(save_model(out or path, src.model, kind=src.kind, config=src.config, extra=extra, half=half))
 
 

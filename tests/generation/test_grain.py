@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 
 from ldm_med.checkpoint import load_model
-from ldm_med.generation.grain import GRAIN_BINS, grain, grain_envelope, grain_profile, modulate
+from ldm_med.generation.grain import (
+    GRAIN_BINS,
+    debias,
+    decoder_bias,
+    grain,
+    grain_envelope,
+    grain_profile,
+    modulate,
+)
 from ldm_med.generation.quality import radial_power
 
 
@@ -52,11 +60,37 @@ def test_the_envelope_puts_the_grain_where_the_residual_is():
     assert noise.dtype == np.float32
 
 
+def test_the_bias_correction_moves_a_decoded_level_to_its_true_mean():
+    rng = np.random.default_rng(0)
+    truth = np.full((4, 32, 32), -0.73)
+    truth[3] = 0.6                                                 # background and object levels
+    decoded = np.where(truth < 0, -0.92, 0.6) + 0.02 * rng.standard_normal(truth.shape)
+    fixed = debias(decoded, decoder_bias(decoded, truth))
+    assert abs(float(fixed[truth < 0].mean()) + 0.73) < 0.01      # the background was 0.19 too low
+    assert abs(float(fixed[truth > 0].mean()) - 0.6) < 0.02
+    assert fixed.dtype == np.float32
+
+
+def test_the_bias_correction_never_stretches_the_decoded_range():
+    rng = np.random.default_rng(1)
+    decoded = rng.uniform(-1.0, 1.0, (4, 32, 32))
+    truth = 3.0 * decoded                                          # asks for a threefold stretch
+    bias = decoder_bias(decoded, truth)
+    values, offsets = np.asarray(bias).T
+    corrected = values + offsets
+    assert np.all(np.diff(corrected) >= -1e-9)                     # monotone
+    assert np.all(np.diff(corrected) <= np.diff(values) + 1e-4)    # slope at most one
+    flat = decoder_bias(decoded, np.full_like(decoded, 0.25))      # asks for one level
+    fixed = debias(decoded, flat)
+    assert float(fixed.std()) < 0.05 and abs(float(fixed.mean()) - 0.25) < 0.01
+
+
 def test_trained_models_record_the_grain_per_class(tiny_generator):
     classes = load_model(tiny_generator).extra["classes"]
     for info in classes.values():
         assert len(info["grain"]) == GRAIN_BINS and min(info["grain"]) >= 0 and info["residual_std"] > 0
         assert len(info["grain_envelope"]) >= 2 and all(r >= 0 for _, r in info["grain_envelope"])
+        assert len(info["decoder_bias"]) >= 2
 
 
 def test_the_shipped_generators_carry_grain_profiles():
@@ -66,6 +100,7 @@ def test_the_shipped_generators_carry_grain_profiles():
         for name, info in load_model(path).extra["classes"].items():
             assert len(info.get("grain", [])) == GRAIN_BINS, f"{path.name}: {name} has no grain profile"
             assert info.get("grain_envelope"), f"{path.name}: {name} has no grain envelope"
+            assert info.get("decoder_bias"), f"{path.name}: {name} has no decoder bias"
 
 
 def test_regrain_adds_the_profiles_to_an_older_model_and_keeps_its_weights(tiny_generator):
@@ -76,11 +111,12 @@ def test_regrain_adds_the_profiles_to_an_older_model_and_keeps_its_weights(tiny_
 
     src = load_model(tiny_generator)
     old = dict(src.extra)
-    old["classes"] = {k: {**v, "grain": [], "grain_envelope": []}  # as made before
+    old["classes"] = {k: {**v, "grain": [], "grain_envelope": [], "decoder_bias": []}  # as made before
                       for k, v in src.extra["classes"].items()}
     here = tiny_generator.parent  # beside the original: its autoencoder reference stays valid
     older = save_model(here / "older.safetensors", src.model, kind=src.kind, config=src.config, extra=old)
     out = load_model(add_profiles(str(older), str(here / "regrained.safetensors"), half=False))
-    assert all(len(v["grain"]) == GRAIN_BINS and v["grain_envelope"] for v in out.extra["classes"].values())
+    assert all(len(v["grain"]) == GRAIN_BINS and v["grain_envelope"] and v["decoder_bias"]
+               for v in out.extra["classes"].values())
     before, after = src.model.state_dict(), out.model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items())
