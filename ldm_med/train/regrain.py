@@ -10,8 +10,9 @@ from ldm_med.generation.grain import measure_grain
 
 def add_profiles(path: str, out: str | None = None, per_class: int | None = None, half: bool = True) -> str:
     """Measure the grain of every preset class of the generation model ``path`` on its training samples
-    (the recipe's first seeds, as training draws them) and write the model again with ``grain`` and
-    ``grain_envelope`` (and a re-measured ``residual_std``) in each class; ``out`` defaults to ``path``."""
+    (the recipe's first seeds, as training draws them) and write the model again with ``grain``,
+    ``grain_envelope`` and ``decoder_bias`` (and a re-measured ``residual_std``) in each class; ``out``
+    defaults to ``path``."""
     from ldm_med.checkpoint import load_model, save_model
     from ldm_med.generation.model import load_generation_model
     from ldm_med.train.gendata import preset_sample
