@@ -365,7 +365,9 @@ class RefinerModel:
 class RefinerRun:
     """A slice-gap refiner recipe: pretrained on through-plane planes of the sources with random gap masks
     (``ldm_med.inpainting.refine``); reconstruction fine-tunes it on each scan. ``data.crop`` is the
-    ``(A, L)`` plane crop, L along the slice axis; ``optim.lr`` is Adam's constant rate."""
+    ``(A, L)`` plane crop, L along the slice axis; ``optim.lr`` is Adam's rate, constant or, with
+    ``optim.schedule: cosine``, decayed to ``lr * optim.final_lr_fraction`` over the run; ``train.init``
+    starts from the weights of a refiner file."""
 
     kind: Literal["refiner"] = "refiner"
     model: RefinerModel = field(default_factory=RefinerModel)

@@ -14,6 +14,7 @@ exactly.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +58,7 @@ class AdaptOptions:
     stop_patience: int = 3
     stop_tol: float = 0.0
     keep_gain: float = 0.005
+    final_lr_fraction: float = 1.0  # < 1: the rate decays along half a cosine to lr * this (pretraining)
 
 
 def through_planes(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -165,6 +167,7 @@ def _fit(net, planes, mask_fn, opts, device, progress, stop, every, rng) -> list
     if progress:
         progress("adapt", 0, opts.steps)
     for step in range(opts.steps):
+        optim.lr = opts.lr * cosine_factor(step, opts.steps, opts.final_lr_fraction)
         target, x_lin, m = (t.to(device) for t in gap_batch(planes, mask_fn, rng, opts.batch_size, opts.crop))
         err = (net(x_lin, m) - target).square() * m
         loss = err.sum() / (m.expand_as(err).sum().clamp(min=1.0))
@@ -181,6 +184,14 @@ def _fit(net, planes, mask_fn, opts, device, progress, stop, every, rng) -> list
             net.train()
     net.eval()
     return torch.stack(losses).tolist() if losses else []
+
+
+def cosine_factor(step: int, steps: int, final: float) -> float:
+    """The rate's factor at ``step`` of ``steps``: 1 at the start, down to ``final`` along half a cosine
+    (``final >= 1``: constant)."""
+    if final >= 1.0:
+        return 1.0
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
 
 
 @torch.inference_mode()

@@ -19,6 +19,7 @@ import yaml
 
 from ldm_med.checkpoint import MODEL_FILE, save_model
 from ldm_med.config import RefinerRun, to_dict
+from ldm_med.errors import InputError
 from ldm_med.inpainting.refine import AdaptOptions, fit, through_planes
 from ldm_med.masks import sample_training_mask
 from ldm_med.nets.refiner import SliceGapRefiner
@@ -35,6 +36,20 @@ def training_planes(cfg: RefinerRun) -> list[torch.Tensor]:
     return planes
 
 
+def start_from(net: SliceGapRefiner, path: str | Path) -> None:
+    """Load the weights of the refiner file ``path`` (``train.init``) into ``net``, the same network."""
+    from ldm_med.checkpoint import load_model
+
+    loaded = load_model(path, "cpu")
+    if loaded.kind != "refiner":
+        raise InputError(f"{path}: train.init holds a {loaded.kind}, this run trains a refiner")
+    try:
+        net.load_state_dict(loaded.model.state_dict())
+    except RuntimeError as err:
+        raise InputError(f"{path}: train.init is another network than the recipe's model "
+                         f"(channels {net.channels}, depth {net.depth}): {str(err).splitlines()[0]}") from None
+
+
 def train_refiner(cfg: RefinerRun, out: str | Path, *, device: str = "auto", progress: bool = True) -> Path:
     """Pretrain a refiner; returns the path of the written ``model.safetensors``."""
     from tqdm import tqdm
@@ -44,10 +59,14 @@ def train_refiner(cfg: RefinerRun, out: str | Path, *, device: str = "auto", pro
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     torch.manual_seed(cfg.train.seed)
     dev = resolve_device(device)
-    net = SliceGapRefiner(cfg.model.channels, cfg.model.depth).to(dev)
+    net = SliceGapRefiner(cfg.model.channels, cfg.model.depth)
+    if cfg.train.init:
+        start_from(net, cfg.train.init)
+    net = net.to(dev)
     planes = training_planes(cfg)
+    decay = cfg.optim.final_lr_fraction if cfg.optim.schedule == "cosine" else 1.0
     opts = AdaptOptions(steps=cfg.train.steps, batch_size=cfg.data.batch_size, crop=tuple(cfg.data.crop),
-                        lr=cfg.optim.lr, seed=cfg.train.seed)
+                        lr=cfg.optim.lr, seed=cfg.train.seed, final_lr_fraction=decay)
     start = time.perf_counter()
     with tqdm(total=opts.steps, desc="refiner", disable=not progress, dynamic_ncols=True) as bar:
         losses = fit(net, planes, sample_training_mask, opts, dev,

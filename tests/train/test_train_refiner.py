@@ -48,3 +48,49 @@ def test_refiner_runs_cannot_resume(tmp_path, capsys):
     code = main(["train", "refiner", "--config", str(ROOT / "configs/tiny_refiner.yaml"), "--out",
                  str(tmp_path), "--resume"])
     assert code == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_cosine_factor_decays_from_one_to_final():
+    from ldm_med.inpainting.refine import cosine_factor
+
+    assert cosine_factor(0, 100, 0.02) == pytest.approx(1.0)
+    assert cosine_factor(50, 100, 0.02) == pytest.approx(0.51)
+    assert cosine_factor(100, 100, 0.02) == pytest.approx(0.02)
+    factors = [cosine_factor(s, 100, 0.1) for s in range(101)]
+    assert all(a >= b for a, b in zip(factors, factors[1:]))
+    assert {cosine_factor(s, 100, 1.0) for s in range(0, 101, 10)} == {1.0}
+
+
+
+def _recipe(tmp_path: Path, name: str, **changes) -> Path:
+    """configs/tiny_refiner.yaml with sections updated (``train={...}``, ``model={...}``)."""
+    import yaml
+
+    recipe = yaml.safe_load((ROOT / "configs/tiny_refiner.yaml").read_text())
+    for section, values in changes.items():
+        recipe[section].update(values)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_refiner_continues_from_init_weights(tmp_path, capsys):
+    import torch
+
+    first = tmp_path / "first"
+    assert main(["train", "refiner", "--config", str(_recipe(tmp_path, "first")), "--out", str(first),
+                 "-q"]) == 0
+    weights = first / "model.safetensors"
+    # one step at a vanishing rate from the first run's weights: the result is those weights
+    again = _recipe(tmp_path, "again", train={"steps": 1, "init": str(weights)},
+                    optim={"lr": 1e-12, "schedule": "cosine", "final_lr_fraction": 0.1})
+    assert main(["train", "refiner", "--config", str(again), "--out", str(tmp_path / "again"), "-q"]) == 0
+    before, after = load_refiner(weights), load_refiner(tmp_path / "again" / "model.safetensors")
+    for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    # the last layer starts at zero in a fresh network: the first run's is not, so the weights came along
+    assert before.body[-1].weight.abs().max() > 0
+
+    other = _recipe(tmp_path, "other", train={"init": str(weights)}, model={"channels": 4})
+    assert main(["train", "refiner", "--config", str(other), "--out", str(tmp_path / "other"), "-q"]) == 2
+    assert "another network" in capsys.readouterr().err
