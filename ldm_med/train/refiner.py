@@ -46,8 +46,9 @@ def start_from(net: SliceGapRefiner, path: str | Path) -> None:
     try:
         net.load_state_dict(loaded.model.state_dict())
     except RuntimeError as err:
+        first = str(err).splitlines()[0]
         raise InputError(f"{path}: train.init is another network than the recipe's model "
-                         f"(channels {net.channels}, depth {net.depth}): {str(err).splitlines()[0]}") from None
+                         f"(channels {net.channels}, depth {net.depth}): {first}") from None
 
 
 def train_refiner(cfg: RefinerRun, out: str | Path, *, device: str = "auto", progress: bool = True) -> Path:
