@@ -98,6 +98,21 @@ def shaped_noise(reference: list[np.ndarray], n: int, seed: int = 0) -> list[np.
     return out
 
 
+def covered_range(values, low: float, high: float) -> tuple[float, float]:
+    """The part of a declared attribute range ``[low, high]`` that measured ``values`` (of training
+    samples) cover: their minimum to maximum, clipped to the declared range. A model cannot be asked
+    to reproduce a value it never saw: the 3D astronomical cubes, for one, hold 3-26 sources where
+    the declared range (the 2D sky images') goes to 60."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise ValueError("no finite attribute values to take a range from")
+    lo, hi = max(float(v.min()), float(low)), min(float(v.max()), float(high))
+    if lo >= hi:
+        raise ValueError(f"the values ({v.min():g}-{v.max():g}) do not overlap the range {low:g}-{high:g}")
+    return lo, hi
+
+
 def spearman(x, y) -> float:
     import warnings
 

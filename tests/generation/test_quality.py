@@ -48,3 +48,12 @@ def test_nearest_distance_finds_copies():
 
 def test_spearman_handles_constant_input():
     assert q.spearman([1, 2, 3], [2, 4, 9]) == 1.0 and q.spearman([1, 2, 3], [5, 5, 5]) == 0.0
+
+
+def test_covered_range_is_the_values_span_clipped_to_the_declared_range():
+    assert q.covered_range([5.0, 9.0, 26.0, float("nan")], 3.0, 60.0) == (5.0, 26.0)
+    assert q.covered_range([1.0, 9.0, 70.0], 3.0, 60.0) == (3.0, 60.0)
+    import pytest
+
+    with pytest.raises(ValueError):
+        q.covered_range([70.0, 80.0], 3.0, 60.0)
