@@ -125,6 +125,9 @@ def main() -> None:
     parser.add_argument("--methods", default="linear,cubic,bspline,lanczos,ldm,ldm:pretrained,ldm:off",
                         help="ldm:pretrained / ldm:off are ablations: refiner not fine-tuned / "
                              "diffusion alone")
+    parser.add_argument("--kinds", default=None,
+                        help="only these kinds, comma-separated name prefixes (ct_phantom, mr_phantom, "
+                             "molecule, astro, nibabel)")
     parser.add_argument("--no-large", action="store_true", help="skip the 512x512x256 memory run")
     parser.add_argument("--out", default=str(ROOT / "docs"))
     args = parser.parse_args()
@@ -133,7 +136,10 @@ def main() -> None:
     patterns = args.patterns.split(",")
 
     rows, ceilings = [], []
+    kinds = tuple(args.kinds.split(",")) if args.kinds else ("",)
     for name, vol in eval_volumes(args.quick):
+        if not name.startswith(kinds):
+            continue
         print(f"{name}: {vol.shape}", flush=True)
         rows += evaluate_volume(name, vol, patterns, args.methods.split(","), options,
                                 on_row=lambda r: print(f"  {r.pattern:>7} {r.method:>14} PSNR {r.psnr:6.2f} "
