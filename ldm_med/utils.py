@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import warnings
 from collections.abc import Sequence
@@ -145,3 +146,12 @@ def rand(
     gen_device = generator.device if generator is not None else device
     u = torch.rand(tuple(shape), generator=generator, device=gen_device, dtype=dtype)
     return u if device is None else u.to(device)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str, final_fraction: float) -> float:
+    """Learning-rate multiplier at 0-based ``step``: linear warm-up, then constant or cosine decay."""
+    factor = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    if schedule == "cosine":
+        progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+        factor *= final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor

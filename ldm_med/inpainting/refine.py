@@ -14,7 +14,6 @@ exactly.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from torch import Tensor
 from ldm_med.inpainting.adam import Adam
 from ldm_med.inpainting.interpolate import fill_missing_batch
 from ldm_med.progress import Progress
+from ldm_med.utils import lr_factor
 
 MaskFn = Callable[[int, np.random.Generator], np.ndarray]  # (length, rng) -> bool (length,), True = missing
 
@@ -58,7 +58,8 @@ class AdaptOptions:
     stop_patience: int = 3
     stop_tol: float = 0.0
     keep_gain: float = 0.005
-    final_lr_fraction: float = 1.0  # < 1: the rate decays along half a cosine to lr * this (pretraining)
+    schedule: str = "constant"  # pretraining: "cosine" decays the rate to lr * final_lr_fraction
+    final_lr_fraction: float = 0.1
 
 
 def through_planes(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -167,7 +168,7 @@ def _fit(net, planes, mask_fn, opts, device, progress, stop, every, rng) -> list
     if progress:
         progress("adapt", 0, opts.steps)
     for step in range(opts.steps):
-        optim.lr = opts.lr * cosine_factor(step, opts.steps, opts.final_lr_fraction)
+        optim.lr = opts.lr * lr_factor(step, opts.steps, 0, opts.schedule, opts.final_lr_fraction)
         target, x_lin, m = (t.to(device) for t in gap_batch(planes, mask_fn, rng, opts.batch_size, opts.crop))
         err = (net(x_lin, m) - target).square() * m
         loss = err.sum() / (m.expand_as(err).sum().clamp(min=1.0))
@@ -184,14 +185,6 @@ def _fit(net, planes, mask_fn, opts, device, progress, stop, every, rng) -> list
             net.train()
     net.eval()
     return torch.stack(losses).tolist() if losses else []
-
-
-def cosine_factor(step: int, steps: int, final: float) -> float:
-    """The rate's factor at ``step`` of ``steps``: 1 at the start, down to ``final`` along half a cosine
-    (``final >= 1``: constant)."""
-    if final >= 1.0:
-        return 1.0
-    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
 
 
 @torch.inference_mode()

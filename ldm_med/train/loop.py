@@ -44,9 +44,9 @@ from ldm_med.train.distributed import (
 )
 from ldm_med.train.logging import RunLog
 from ldm_med.train.resolve import resolve
-from ldm_med.train.steps import lr_factor
 from ldm_med.train.stopping import StopRequests
 from ldm_med.train.tasks import build_task, init_weights
+from ldm_med.utils import lr_factor
 
 
 class TrainingDiverged(RuntimeError):

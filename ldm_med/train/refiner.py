@@ -19,11 +19,11 @@ import yaml
 
 from ldm_med.checkpoint import MODEL_FILE, save_model
 from ldm_med.config import RefinerRun, to_dict
-from ldm_med.errors import InputError
 from ldm_med.inpainting.refine import AdaptOptions, fit, through_planes
 from ldm_med.masks import sample_training_mask
 from ldm_med.nets.refiner import SliceGapRefiner
 from ldm_med.train.data import VolumeStore, expand_sources
+from ldm_med.train.tasks import init_into, load_init
 from ldm_med.utils import resolve_device
 
 
@@ -34,21 +34,6 @@ def training_planes(cfg: RefinerRun) -> list[torch.Tensor]:
     for i in range(len(store)):
         planes += [p.contiguous() for p in through_planes(torch.from_numpy(store[i])) if p.shape[-1] >= 3]
     return planes
-
-
-def start_from(net: SliceGapRefiner, path: str | Path) -> None:
-    """Load the weights of the refiner file ``path`` (``train.init``) into ``net``, the same network."""
-    from ldm_med.checkpoint import load_model
-
-    loaded = load_model(path, "cpu")
-    if loaded.kind != "refiner":
-        raise InputError(f"{path}: train.init holds a {loaded.kind}, this run trains a refiner")
-    try:
-        net.load_state_dict(loaded.model.state_dict())
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise InputError(f"{path}: train.init is another network than the recipe's model "
-                         f"(channels {net.channels}, depth {net.depth}): {first}") from None
 
 
 def train_refiner(cfg: RefinerRun, out: str | Path, *, device: str = "auto", progress: bool = True) -> Path:
@@ -62,12 +47,12 @@ def train_refiner(cfg: RefinerRun, out: str | Path, *, device: str = "auto", pro
     dev = resolve_device(device)
     net = SliceGapRefiner(cfg.model.channels, cfg.model.depth)
     if cfg.train.init:
-        start_from(net, cfg.train.init)
+        init_into(net, load_init(cfg.train.init, "refiner"), cfg.train.init)
     net = net.to(dev)
     planes = training_planes(cfg)
-    decay = cfg.optim.final_lr_fraction if cfg.optim.schedule == "cosine" else 1.0
     opts = AdaptOptions(steps=cfg.train.steps, batch_size=cfg.data.batch_size, crop=tuple(cfg.data.crop),
-                        lr=cfg.optim.lr, seed=cfg.train.seed, final_lr_fraction=decay)
+                        lr=cfg.optim.lr, seed=cfg.train.seed, schedule=cfg.optim.schedule,
+                        final_lr_fraction=cfg.optim.final_lr_fraction)
     start = time.perf_counter()
     with tqdm(total=opts.steps, desc="refiner", disable=not progress, dynamic_ncols=True) as bar:
         losses = fit(net, planes, sample_training_mask, opts, dev,

@@ -122,15 +122,6 @@ def adamw(module: nn.Module, lr: float, betas: tuple[float, float], weight_decay
                              weight_decay=weight_decay)
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str, final_fraction: float) -> float:
-    """Learning-rate multiplier at 0-based ``step``: linear warm-up, then constant or cosine decay."""
-    factor = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-    if schedule == "cosine":
-        progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
-        factor *= final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return factor
-
-
 # -- the steps -------------------------------------------------------------------------------------
 def autoencoder_step(gen: Trainable, x: Tensor, precision: Precision, *, kl_weight: float,
                      disc: Trainable | None = None, adv_weight: float = 0.0) -> dict[str, float]:

@@ -171,25 +171,43 @@ def init_weights(task: Task, path: str | Path) -> None:
         InputError: naming the file, when it holds another kind of model, another network, or other
         class names than the run.
     """
-    from ldm_med.checkpoint import load_model
     from ldm_med.errors import InputError
 
-    loaded = load_model(path)
-    if loaded.kind != task.kind:
-        raise InputError(f"{path}: train.init holds an {loaded.kind}, this run trains a {task.kind}")
+    loaded = load_init(path, task.kind)
     names = getattr(task, "class_names", None)
     if names and loaded.extra.get("label_names") not in (None, list(names)):
         raise InputError(f"{path}: train.init was trained on classes {loaded.extra['label_names']}, "
                          f"this run has {list(names)}")
     trainable = task.trainables[0]
-    state = loaded.model.state_dict()
-    try:
-        trainable.module.load_state_dict(state)
-    except RuntimeError as err:
-        first = " ".join(s.strip() for s in str(err).strip().splitlines()[:3])[:400]
-        raise InputError(f"{path}: train.init is another network than the recipe's model: {first}") from None
+    state = init_into(trainable.module, loaded, path)
     if trainable.ema is not None:
         trainable.ema.model.load_state_dict(state)
 
 
-__all__ = ["AutoencoderTask", "Task", "build_task", "init_weights", "make_trainable", "seeded_generator"]
+def load_init(path: str | Path, kind: str):
+    """The model file ``path`` of ``train.init``; ``InputError`` when it holds another kind of model."""
+    from ldm_med.checkpoint import load_model
+    from ldm_med.errors import InputError
+
+    loaded = load_model(path)
+    if loaded.kind != kind:
+        raise InputError(f"{path}: train.init holds an {loaded.kind}, this run trains a {kind}")
+    return loaded
+
+
+def init_into(module: torch.nn.Module, loaded, path: str | Path) -> dict:
+    """Load the weights of ``loaded`` (from ``load_init``) into ``module``; returns them. ``InputError``
+    when ``module`` is another network than the file's."""
+    from ldm_med.errors import InputError
+
+    state = loaded.model.state_dict()
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        first = " ".join(s.strip() for s in str(err).strip().splitlines()[:3])[:400]
+        raise InputError(f"{path}: train.init is another network than the recipe's model: {first}") from None
+    return state
+
+
+__all__ = ["AutoencoderTask", "Task", "build_task", "init_into", "init_weights", "load_init",
+           "make_trainable", "seeded_generator"]

@@ -50,16 +50,15 @@ def test_refiner_runs_cannot_resume(tmp_path, capsys):
     assert code == 2 and "--resume" in capsys.readouterr().err
 
 
-def test_cosine_factor_decays_from_one_to_final():
-    from ldm_med.inpainting.refine import cosine_factor
+def test_refiner_rate_decays_from_one_to_final_along_a_cosine():
+    from ldm_med.utils import lr_factor  # the schedule of every recipe, refiners included
 
-    assert cosine_factor(0, 100, 0.02) == pytest.approx(1.0)
-    assert cosine_factor(50, 100, 0.02) == pytest.approx(0.51)
-    assert cosine_factor(100, 100, 0.02) == pytest.approx(0.02)
-    factors = [cosine_factor(s, 100, 0.1) for s in range(101)]
+    assert lr_factor(0, 100, 0, "cosine", 0.02) == pytest.approx(1.0)
+    assert lr_factor(50, 100, 0, "cosine", 0.02) == pytest.approx(0.51)
+    assert lr_factor(100, 100, 0, "cosine", 0.02) == pytest.approx(0.02)
+    factors = [lr_factor(s, 100, 0, "cosine", 0.1) for s in range(101)]
     assert all(a >= b for a, b in zip(factors, factors[1:]))
-    assert {cosine_factor(s, 100, 1.0) for s in range(0, 101, 10)} == {1.0}
-
+    assert {lr_factor(s, 100, 0, "constant", 0.1) for s in range(0, 101, 10)} == {1.0}
 
 
 def _recipe(tmp_path: Path, name: str, **changes) -> Path:

@@ -19,8 +19,8 @@ from ldm_med.train.steps import (
     diffusion_step,
     generation_inputs,
     inpainting_inputs,
-    lr_factor,
 )
+from ldm_med.utils import lr_factor
 
 CPU = Precision(torch.device("cpu"))
 
