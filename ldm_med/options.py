@@ -10,6 +10,7 @@ from ldm_med.errors import InputError
 INTERPOLATIONS = ("linear", "cubic", "bspline", "lanczos")  # ldm_med.inpainting.interpolate
 METHODS = ("ldm", *INTERPOLATIONS)
 REFINE_MODES = ("adapt", "pretrained", "off")
+MODALITIES = ("CT", "MR", "EM", "ASTRO")  # what a volume can say it holds (EM: density maps; ASTRO: cubes)
 # the names of ldm_med.diffusion.samplers.SAMPLERS, here so that choosing one needs no torch (a test
 # keeps the two equal)
 MIN_ADAPT_STEPS, VOXELS_PER_STEP = 75, 400  # the fine-tuning budget grows with the work (adapt_budget)

@@ -194,3 +194,19 @@ def test_threads_flag_sets_torch_threads(tmp_path, small_nifti, monkeypatch):
 def test_bad_threads_is_input_error(tmp_path, capsys, small_nifti):
     err = _bad(tmp_path, capsys, [str(small_nifti), "--missing", "3", "--threads", "0"])
     assert "--threads 0" in err
+
+
+def test_modality_flag_says_what_a_nifti_holds(tmp_path, capsys):
+    from ldm_med.data import astro_field
+
+    cube = tmp_path / "cube.nii.gz"
+    nib.save(nib.Nifti1Image(astro_field((24, 24, 12), seed=3).data, np.eye(4)), cube)  # says nothing
+    assert load_volume(cube).metadata["modality_guessed"]
+    argv = ["reconstruct", str(cube), "--missing", "keep-every:2", "--adapt-steps", "0", "--overwrite"]
+    assert main([*argv, "-o", str(tmp_path / "guessed.nii.gz")]) == 0
+    assert "in-plane rows" not in capsys.readouterr().out
+    assert main([*argv, "-o", str(tmp_path / "astro.nii.gz"), "--modality", "astro"]) == 0
+    assert "in-plane rows at the real gaps" in capsys.readouterr().out  # spectral cubes: the second view
+    with pytest.raises(SystemExit) as bad:
+        main([*argv, "-o", str(tmp_path / "x.nii.gz"), "--modality", "PET"])
+    assert bad.value.code == 2 and "--modality" in capsys.readouterr().err

@@ -87,9 +87,15 @@ def _model_options(p: argparse.ArgumentParser, samples: int = 1, steps: int | No
 
 
 def _input_options(p: argparse.ArgumentParser) -> None:
+    from ldm_med.options import MODALITIES
+
     p.add_argument("--volume-index", type=int, help="which volume of a 4D NIfTI to use")
     p.add_argument("--series",
                    help="DICOM series (UID or index from `ldm-med info`) when a folder has several")
+    p.add_argument("--modality", type=str.upper, choices=MODALITIES,
+                   help="what the volume holds, where its file does not say (NIfTI, TIFF): CT, MR, EM (a "
+                        "density map) or ASTRO (a spectral cube); it picks the shipped refiner, and ASTRO "
+                        "also checks the blend on in-plane rows at the real gaps")
 
 
 def _options(args: argparse.Namespace, method: str | None = None):
@@ -105,7 +111,10 @@ def _options(args: argparse.Namespace, method: str | None = None):
 def _load(path: str, args: argparse.Namespace):
     from ldm_med import load_volume
 
-    return load_volume(path, axis=args.axis, volume_index=args.volume_index, series=args.series)
+    volume = load_volume(path, axis=args.axis, volume_index=args.volume_index, series=args.series)
+    if args.modality:
+        volume.metadata.update(modality=args.modality, modality_guessed=False)
+    return volume
 
 
 @contextlib.contextmanager
@@ -166,11 +175,16 @@ def _choice_line(info: dict) -> str:
     line = f"estimate: {blend}"
     if info.get("adapt_budget"):
         line += f"; fine-tuned {info['adapt_steps_used']} of {info['adapt_budget']} steps"
-    if info.get("check_rmse"):
-        errors = ", ".join(f"{name} {v:.4g}" for name, v in sorted(info["check_rmse"].items(),
-                                                                    key=lambda kv: kv[1]))
-        line += f" (chosen by hiding acquired slices; RMSE there: {errors})"
+    if info.get("check_score"):
+        line += (" (chosen by hiding acquired slices and on in-plane rows at the real gaps; error relative "
+                 f"to the best interpolation: {_ranked(info['check_score'], '.3f')})")
+    elif info.get("check_rmse"):
+        line += f" (chosen by hiding acquired slices; RMSE there: {_ranked(info['check_rmse'], '.4g')})"
     return line
+
+
+def _ranked(errors: dict, fmt: str) -> str:
+    return ", ".join(f"{name} {v:{fmt}}" for name, v in sorted(errors.items(), key=lambda kv: kv[1]))
 
 
 def _uncertainty_line(info: dict) -> str:

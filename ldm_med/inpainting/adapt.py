@@ -6,6 +6,8 @@ acquired slices, and return the blend the check chooses.
             B-spline, Lanczos (blend.check) -> anchor = best interpolation, convex weights;
             run every 25 fine-tuning steps too: the best state is kept, and the fine-tuning
             stops when three checks in a row gain nothing
+        ──► spectral cubes: the final choice also scores every candidate on in-plane rows   [second view]
+            matched to the through-plane structure, at the real gap geometry (matched.py)
         ──► w_p * pretrained(x_c) + w_t * fine-tuned(x_c) + w_a * anchor(x_c)               [refine]
 
 Fine-tuning helps where a scan's in-plane structure predicts its through-plane structure (real brains)
@@ -70,7 +72,7 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
     if opts.blend:
         report("check", 0, 1)
         checker = HiddenSliceCheck(x_c, missing, opts.check_stride, device, opts.apply_batch)
-        result = checker.score(candidates, fixed=(PRETRAINED,))
+        result = checker.score(candidates, fixed=(PRETRAINED,), inplane=opts.inplane_view and not opts.steps)
         report("check", 1, 1)
     if opts.steps > 0:
         pretrained = copy.deepcopy(net)
@@ -87,6 +89,8 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
                 candidates = {PRETRAINED: pretrained}
         elif result.rmse:
             result = checker.score(candidates, fixed=(PRETRAINED,))
+        if result.rmse and opts.inplane_view:  # the final choice sees the second view too
+            result = checker.score(candidates, fixed=(PRETRAINED,), inplane=True)
     weights = result.weights or {TUNED if TUNED in candidates else PRETRAINED: 1.0}
     fill = functools.partial(_blend, weights, candidates, opts=opts, device=device)
     return Refined(fill(x_c, missing, report=report), result, fill, tuned_steps)

@@ -12,6 +12,11 @@ and compares with the hidden values in the true through-plane direction:
 The result is the convex blend of the refiners and the anchor with the least-squares weights of that
 check. A refiner that hurts on a scan gets weight 0 there, and the blend can be the plain interpolation
 alone: the check, not a fixed rule, decides.
+
+Hidden slices make gaps twice the real ones. With ``inplane=True`` the check also scores every candidate
+on a second view at the real gap geometry (``matched.py``: in-plane rows brought to the through-plane
+structure, the scan's own gap pattern); the anchor and the weights then minimise the sum of both views'
+squared errors, each relative to its best plain interpolation.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ldm_med.inpainting.interpolate import METHODS, fill_missing
+from ldm_med.inpainting.matched import InPlaneCheck
 from ldm_med.inpainting.refine import refine_planes, through_planes
 
 # Below this share of RMSE gain on the check the plain interpolation is kept. Off by default: the
@@ -42,11 +48,15 @@ MAX_CHECK_PLANES, MAX_CHECK_VOXELS = 32, 32 * 128 * 48
 @dataclass
 class Check:
     """What the check found: RMSE per candidate on the hidden slices (normalised units), the anchor
-    (the best plain interpolation) and the blend weights (candidates with weight 0 left out)."""
+    (the best plain interpolation) and the blend weights (candidates with weight 0 left out); with the
+    second view, its RMSE per candidate too, and the ``score`` that chose (both views' RMS error
+    relative to each view's best plain interpolation: 1.0 is that interpolation on both)."""
 
     rmse: dict[str, float] = field(default_factory=dict)
     anchor: str | None = None
     weights: dict[str, float] = field(default_factory=dict)
+    inplane_rmse: dict[str, float] = field(default_factory=dict)
+    score: dict[str, float] = field(default_factory=dict)
 
 
 def holdout_masks(missing: np.ndarray) -> list[np.ndarray]:
@@ -79,15 +89,17 @@ def _refined_hidden(net: torch.nn.Module, x_lin: Tensor, gaps: np.ndarray, held:
 
 def check(x: np.ndarray, missing: np.ndarray, refiners: Mapping[str, torch.nn.Module], stride: int = 4,
           device: torch.device | str = "cpu", batch: int = 16, methods: tuple[str, ...] = METHODS,
-          min_gain: float = MIN_GAIN) -> Check:
+          min_gain: float = MIN_GAIN, inplane: bool = False) -> Check:
     """Run the check on the normalised volume ``x (Z, H, W)`` (missing slices may hold anything).
 
     ``refiners`` maps a name to a refiner network; they run on every ``stride``-th through-plane plane
     only (at most ``MAX_CHECK_PLANES`` planes and ``MAX_CHECK_VOXELS`` voxels per orientation). The
     blend is kept only when it lowers the anchor's RMSE by at least ``min_gain`` (a share); otherwise
-    the anchor alone is the estimate. An empty ``Check`` when fewer than 3 slices are acquired.
+    the anchor alone is the estimate. ``inplane``: add the second view (module docstring). An empty
+    ``Check`` when fewer than 3 slices are acquired.
     """
-    return HiddenSliceCheck(x, missing, stride, device, batch, methods).score(refiners, min_gain=min_gain)
+    checker = HiddenSliceCheck(x, missing, stride, device, batch, methods)
+    return checker.score(refiners, min_gain=min_gain, inplane=inplane)
 
 
 class HiddenSliceCheck:
@@ -116,6 +128,14 @@ class HiddenSliceCheck:
         if self.masks:
             self.truth = torch.cat(truths).double()
             self.preds = {m: torch.cat(p).double() for m, p in parts.items()}
+        self._x, self._inplane = x, None
+
+    def inplane(self) -> InPlaneCheck:
+        """The second view (``matched.py``), prepared on first use."""
+        if self._inplane is None:
+            self._inplane = InPlaneCheck(self._x, self.missing, self.methods, device=self.device,
+                                         batch=self.batch)
+        return self._inplane
 
     def _refined(self, net: torch.nn.Module) -> Tensor:
         return torch.cat([_refined_hidden(net, x_lin, self.missing | held, held, self.stride, self.device,
@@ -123,7 +143,7 @@ class HiddenSliceCheck:
                           for held, x_lin in zip(self.masks, self.x_lin)]).double()
 
     def score(self, refiners: Mapping[str, torch.nn.Module], fixed: tuple[str, ...] = (),
-              min_gain: float = MIN_GAIN) -> Check:
+              min_gain: float = MIN_GAIN, inplane: bool = False) -> Check:
         """The check of ``refiners`` and the plain interpolations (see ``check``)."""
         if not self.masks:
             return Check()
@@ -132,15 +152,41 @@ class HiddenSliceCheck:
             flat[name] = self.preds[name] if name in self.preds and name in fixed else self._refined(net)
             if name in fixed:
                 self.preds[name] = flat[name]
-        truth = self.truth
-        rmse = {name: float((p - truth).square().mean().sqrt()) for name, p in flat.items()}
-        anchor = min(self.methods, key=rmse.__getitem__)
-        weights = simplex_least_squares({n: flat[n] for n in [*refiners, anchor]}, truth)
-        blended = sum(w * flat[n] for n, w in weights.items())
-        rmse["blend"] = float((blended - truth).square().mean().sqrt())
-        if min_gain > 0 and rmse["blend"] > (1.0 - min_gain) * rmse[anchor]:  # refiners do not clearly pay
+        views = [(flat, self.truth)]
+        second = self.inplane() if inplane else None
+        if second:
+            views.append((second.predictions(refiners), second.truth))
+        pooled, truth = _pooled(views, self.methods)
+        score = {name: _rms(p, truth, len(views)) for name, p in pooled.items()}
+        anchor = min(self.methods, key=score.__getitem__)
+        weights = simplex_least_squares({n: pooled[n] for n in [*refiners, anchor]}, truth)
+        score["blend"] = _rms(sum(w * pooled[n] for n, w in weights.items()), truth, len(views))
+        rmse = {name: _rms(p, self.truth) for name, p in flat.items()}
+        rmse["blend"] = _rms(sum(w * flat[n] for n, w in weights.items()), self.truth)
+        inplane_rmse = {name: _rms(p, views[1][1]) for name, p in views[1][0].items()} if second else {}
+        if min_gain > 0 and score["blend"] > (1.0 - min_gain) * score[anchor]:  # refiners do not clearly pay
             weights = {anchor: 1.0}
-        return Check(rmse, anchor, {n: w for n, w in weights.items() if w > 0})
+        return Check(rmse, anchor, {n: w for n, w in weights.items() if w > 0}, inplane_rmse,
+                     score if second else {})
+
+
+def _rms(pred: Tensor, truth: Tensor, views: int = 0) -> float:
+    """RMSE, or with ``views`` the root of the summed squared error over ``views``."""
+    sq = (pred - truth).square()
+    return float((sq.sum() / views if views else sq.mean()).sqrt())
+
+
+def _pooled(views: list[tuple[dict[str, Tensor], Tensor]], methods: tuple[str, ...]
+            ) -> tuple[dict[str, Tensor], Tensor]:
+    """Every view's predictions and truth divided by its best plain interpolation's root summed
+    squared error, concatenated: each view weighs the same, whatever its number of voxels and units."""
+    scaled = []
+    for preds, truth in views:
+        unit = min(float((preds[m] - truth).square().sum().sqrt()) for m in methods) or 1.0
+        scaled.append(({n: p / unit for n, p in preds.items()}, truth / unit))
+    names = [n for n in scaled[0][0] if all(n in preds for preds, _ in scaled)]
+    return ({n: torch.cat([preds[n] for preds, _ in scaled]) for n in names},
+            torch.cat([truth for _, truth in scaled]))
 
 
 def simplex_least_squares(preds: Mapping[str, Tensor], truth: Tensor) -> dict[str, float]:

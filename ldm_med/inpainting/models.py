@@ -14,6 +14,11 @@ DEFAULT_REFINERS = {"CT": MODELS_DIR / "ct_refiner.safetensors",
                     "science": MODELS_DIR / "science_refiner.safetensors",
                     "other": MODELS_DIR / "refiner.safetensors"}
 SCIENCE_MODALITIES = ("EM", "ASTRO")  # density maps (MRC/MAP) and astronomical cubes (FITS)
+# Where the check's hidden slices (gaps twice the real ones) mispredict the real gaps: spectral cubes,
+# two to five times smoother along the wavelength axis than on the sky. There the blend is also chosen
+# on in-plane rows at the real gap geometry (blend.py, "second view"); on CT, MR and density maps that
+# view cost up to 2 dB at x2 (docs/method.md, "A second view for the check").
+SECOND_VIEW_MODALITIES = ("ASTRO",)
 
 
 @dataclass

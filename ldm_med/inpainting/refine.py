@@ -43,6 +43,10 @@ class AdaptOptions:
     nothing (less than ``stop_tol``, a share of RMSE) on the best. A fine-tuned refiner that gains less
     than ``keep_gain`` over the pretrained one's check is dropped: the check cannot tell that from its
     own jitter. ``stop_every=0``: always the whole budget (``bench/adapt_trajectory.py`` measured both).
+
+    ``inplane_view``: the final blend is chosen by the check and its second view at the real gap
+    geometry (``blend.py``, ``matched.py``); the early stop uses the hidden slices alone, since the
+    fine-tuning trains on in-plane rows of the same slices.
     """
 
     steps: int = 300
@@ -60,6 +64,7 @@ class AdaptOptions:
     keep_gain: float = 0.005
     schedule: str = "constant"  # pretraining: "cosine" decays the rate to lr * final_lr_fraction
     final_lr_fraction: float = 0.1
+    inplane_view: bool = False
 
 
 def through_planes(x: Tensor) -> tuple[Tensor, Tensor]:

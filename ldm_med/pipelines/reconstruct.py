@@ -130,14 +130,19 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
         how the uncertainty was calibrated (for the output's metadata).
     """
     from ldm_med.data.intensity import intensity_map_for
-    from ldm_med.inpainting.models import default_refiner, load_inpainting_model, load_refiner
+    from ldm_med.inpainting.models import (
+        SECOND_VIEW_MODALITIES,
+        default_refiner,
+        load_inpainting_model,
+        load_refiner,
+    )
     from ldm_med.utils import resolve_device
 
     device = resolve_device(opts.device)
     imap = intensity_map_for(volume.with_data(volume.data, acquired=~missing))
     info = {}
     # load (and so check) every model asked for before any work; the shipped refiners are per modality
-    refiner = None
+    refiner, modality = None, ""
     if opts.refine != "off":
         modality = "CT" if imap.is_ct else str(volume.metadata.get("modality") or "")
         path = Path(opts.refiner) if opts.refiner else default_refiner(modality)
@@ -146,7 +151,8 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
     x = x_lin = imap.forward(anchor).astype(np.float32)  # (Z, A, B) normalised
     fill = None
     if refiner is not None:
-        x, fill, choice = refined(refiner, volume, x, missing, opts, device, progress)
+        x, fill, choice = refined(refiner, volume, x, missing, opts, device, progress,
+                                  second_view=modality.upper() in SECOND_VIEW_MODALITIES)
         info.update(choice)
     estimate, samples = x[missing], None
     if opts.uses_diffusion:
@@ -180,21 +186,26 @@ def calibrated_samples(model, x, x_lin, missing, estimate, corrections, fill, sa
 
 
 def refined(net, volume: Volume, x_c: np.ndarray, missing: np.ndarray, opts: ReconstructOptions, device,
-            progress: Progress | None) -> tuple[np.ndarray, object, dict]:
+            progress: Progress | None, second_view: bool = False) -> tuple[np.ndarray, object, dict]:
     """``x_c (Z, A, B)`` normalised, with missing slices filled by the blend the check on hidden acquired
     slices chose among the refiner ``net`` (as shipped, and fine-tuned on the scan first with
     ``refine="adapt"``) and the plain interpolations; the blend as a function of other gaps; and what
-    was chosen, for the metadata."""
+    was chosen, for the metadata. ``second_view``: the blend is also chosen on in-plane rows at the
+    real gap geometry (``blend.py``)."""
     from ldm_med.inpainting.adapt import adapt_and_refine
     from ldm_med.inpainting.refine import AdaptOptions
 
     steps = opts.adapt_budget(int(missing.sum()) * x_c.shape[1] * x_c.shape[2])
     out = adapt_and_refine(net, x_c, missing, volume.spacing_slices_first(),
-                           AdaptOptions(steps=steps, seed=opts.seed), device, progress)
+                           AdaptOptions(steps=steps, seed=opts.seed, inplane_view=second_view), device,
+                           progress)
     check = out.check
     choice = {"adapt_budget": steps, "adapt_steps_used": out.tuned_steps,
               "blend": {k: round(w, 4) for k, w in check.weights.items()}}
     if check.rmse:
         choice["anchor"] = check.anchor
         choice["check_rmse"] = {k: round(v, 5) for k, v in check.rmse.items()}
+    if check.score:
+        choice["inplane_rmse"] = {k: round(v, 5) for k, v in check.inplane_rmse.items()}
+        choice["check_score"] = {k: round(v, 4) for k, v in check.score.items()}
     return out.volume, out.fill, choice
