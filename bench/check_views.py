@@ -22,6 +22,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _margins import kind_summary  # noqa: E402
 from _sections import write_section  # noqa: E402
 from reconstruction import eval_volumes  # noqa: E402
 
@@ -83,17 +84,9 @@ def report(rows: list[dict]) -> str:
              "|---|---|---|---|---|"]
     lines += [f"| {r['volume']} | {r['pattern']} | {r['ratio']:.2f} | {r['hidden']:+.2f} | "
               f"{r['both']:+.2f} |" for r in rows]
-    lines += ["", "| kind | hidden slices only: mean / x4 mean / worst / cells < -0.2 dB | both views |",
-              "|---|---|---|"]
-    for kind in sorted({r["volume"].split("_")[0] for r in rows}):
-        sel = [r for r in rows if r["volume"].split("_")[0] == kind]
-        cells = []
-        for label in ("hidden", "both"):
-            v = np.array([r[label] for r in sel])
-            x4 = [r[label] for r in sel if r["pattern"] == "x4"]
-            cells.append(f"{v.mean():+.2f} / {np.mean(x4) if x4 else float('nan'):+.2f} / {v.min():+.2f} / "
-                         f"{int((v < -0.2).sum())}")
-        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    kinds = sorted({r["volume"].split("_")[0] for r in rows})
+    groups = {kind: [r for r in rows if r["volume"].split("_")[0] == kind] for kind in kinds}
+    lines += ["", *kind_summary(groups, {"hidden": "hidden slices only", "both": "both views"})]
     return "\n".join(lines)
 
 

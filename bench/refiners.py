@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _margins import kind_summary  # noqa: E402
 from _sections import write_section  # noqa: E402
 from reconstruction import eval_volumes  # noqa: E402
 
@@ -62,19 +63,8 @@ def report(rows: list[dict], labels: list[str], kinds: list[str]) -> str:
     lines = [head, "|---|---|" + "---|" * len(labels)]
     lines += [f"| {r['volume']} | {r['pattern']} | " + " | ".join(f"{r[a]:+.2f}" for a in labels) + " |"
               for r in rows]
-    lines += ["", "| kind | " + " | ".join(f"{a}: mean / x4 mean / worst / cells < -0.2 dB" for a in labels)
-              + " |", "|---|" + "---|" * len(labels)]
-    for kind in kinds:
-        sel = [r for r in rows if r["volume"].startswith(kind)]
-        if not sel:
-            continue
-        cells = []
-        for a in labels:
-            v = np.array([r[a] for r in sel])
-            x4 = [r[a] for r in sel if r["pattern"] == "x4"]
-            cells.append(f"{v.mean():+.2f} / {np.mean(x4) if x4 else float('nan'):+.2f} / {v.min():+.2f} / "
-                         f"{int((v < -0.2).sum())}")
-        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    groups = {kind: [r for r in rows if r["volume"].startswith(kind)] for kind in kinds}
+    lines += ["", *kind_summary(groups, {a: a for a in labels})]
     return "\n".join(lines)
 
 
