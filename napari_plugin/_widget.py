@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 AUTO, FROM_LABELS, SPEC = "auto-detect", "from a Labels layer", "spec"
 BUNDLED, CHECKPOINT = "bundled default", "checkpoint file"
+FROM_LAYER = "from the layer"
 
 
 class ReconstructWidget(JobControls, Container):
@@ -44,6 +45,7 @@ class ReconstructWidget(JobControls, Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         import ldm_med
+        from ldm_med.options import MODALITIES
 
         super().__init__(labels=True)
         self.viewer = viewer
@@ -66,7 +68,12 @@ class ReconstructWidget(JobControls, Container):
                                 value=defaults.sampler)
         self.steps = SpinBox(label="steps", min=1, max=1000, value=defaults.steps)
         self.adapt_steps = SpinBox(label="adapt steps", min=0, max=100000, value=defaults.adapt_steps)
-        self.advanced = Container(widgets=[self.sampler, self.steps, self.adapt_steps], visible=False)
+        self.modality = ComboBox(label="modality", choices=[FROM_LAYER, *MODALITIES],
+                                 tooltip="what the image holds where its file does not say (a NIfTI from "
+                                         "another tool): it picks the shipped refiner; ASTRO (a spectral "
+                                         "cube) also checks the blend on in-plane rows at the real gaps")
+        self.advanced = Container(widgets=[self.sampler, self.steps, self.adapt_steps, self.modality],
+                                  visible=False)
         self.device = ComboBox(label="device", choices=device_choices())
         self.device_info = Label(label="")
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=defaults.seed)
@@ -238,6 +245,8 @@ class ReconstructWidget(JobControls, Container):
                 raise ValueError(f"{layer.name}: no missing slices to fill")
             options = self.options()
             volume = volume_from_layer(layer, self.axis.value, copy=True)
+            if self.modality.value != FROM_LAYER:
+                volume.metadata["modality"] = self.modality.value
         except Exception as exc:
             show_error(f"ldm-med: {exc}")
             return

@@ -160,3 +160,26 @@ def test_screenshot_of_the_result_is_not_blank(make_napari_viewer):
     assert (canvas.max(axis=-1) > 40).mean() > 0.05  # a good part of the canvas shows the volume
     window = viewer.screenshot(canvas_only=False, flash=False)
     assert window.shape[0] > canvas.shape[0] and window.shape[1] > canvas.shape[1]
+
+
+def test_modality_choice_says_what_a_layer_holds(qtbot, viewer):
+    """A cube loaded from a NIfTI that does not say what it holds: the advanced "modality" choice makes
+    it a spectral cube, and the check then scores the blend on in-plane rows too."""
+    from ldm_med.data import astro_field
+    from napari_plugin._widget import ReconstructWidget
+
+    source = viewer.add_image(np.moveaxis(astro_field((24, 24, 12), seed=3).data, 2, 0), name="cube")
+    widget = ReconstructWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image.value = source
+    widget.missing_mode.value = "spec"
+    widget.spec.value = "keep-every:2"
+    widget.refine.value, widget.device.value = "pretrained", "cpu"
+    runs = {}
+    for choice in ("from the layer", "ASTRO"):
+        widget.modality.value = choice
+        _run(qtbot, widget)
+        runs[choice] = viewer.layers.selection.active.metadata  # the reconstructed layer
+    assert "check_score" not in runs["from the layer"]["reconstruction"]
+    assert "check_score" in runs["ASTRO"]["reconstruction"]
+    assert "modality" not in source.metadata  # the layer itself is left as it was
