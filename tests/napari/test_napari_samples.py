@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-EXPECTED = {  # key: (layer name, shape (axial: slices first), missing slices)
-    "ct_phantom": ("CT phantom", (20, 96, 96), [8, 15, 16]),
-    "mr_phantom": ("MR phantom", (40, 128, 128), [9, 18, 19, 29]),
-    "molecule": ("molecular density map", (64, 64, 64), []),
-    "astro_cube": ("astronomical cube", (24, 128, 128), []),
+EXPECTED = {  # key: (layer name, shape (axial: slices first), missing slices, modality)
+    "ct_phantom": ("CT phantom", (20, 96, 96), [8, 15, 16], "CT"),
+    "mr_phantom": ("MR phantom", (40, 128, 128), [9, 18, 19, 29], "MR"),
+    "molecule": ("molecular density map", (64, 64, 64), [], "EM"),
+    "astro_cube": ("astronomical cube", (24, 128, 128), [], "ASTRO"),
 }
 
 
@@ -17,9 +17,10 @@ EXPECTED = {  # key: (layer name, shape (axial: slices first), missing slices)
 def test_sample_opens(make_napari_viewer, key):
     viewer = make_napari_viewer()
     viewer.open_sample("ldm-med", key)
-    name, shape, missing = EXPECTED[key]
+    name, shape, missing, modality = EXPECTED[key]
     (layer,) = viewer.layers
     assert layer.name == name and layer.data.shape == shape
+    assert layer.metadata["modality"] == modality  # picks the refiner (and, for cubes, the second view)
     assert layer.metadata["missing"] == missing
     assert np.all(np.asarray(layer.scale) > 0)
     acquired = np.asarray(layer.data)[layer.metadata["acquired"]]
@@ -35,3 +36,5 @@ def test_samples_without_the_files(monkeypatch):
     assert data.shape == (20, 96, 96) and kwargs["metadata"]["missing"] == [8, 15, 16]
     (data, kwargs, _), = _sample_data.mr_phantom()
     assert data.shape == (40, 128, 128) and kwargs["metadata"]["missing"] == [9, 18, 19, 29]
+    (data, kwargs, _), = _sample_data.astro_cube()
+    assert data.shape == (24, 128, 128) and kwargs["metadata"]["modality"] == "ASTRO"
