@@ -8,6 +8,7 @@ double gap), for ``ldm-med info`` and reconstruction demos.
 """
 from __future__ import annotations
 
+import json
 import sys
 import uuid
 from pathlib import Path
@@ -25,6 +26,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from ldm_med.data import astro_field, ct_body, molecular_density, mr_head
+from ldm_med.io import nifti
 from ldm_med.volume import LPS_TO_RAS, Volume
 
 SEED = 2024
@@ -52,6 +54,11 @@ def save_nifti(vol: Volume, path: Path, step: float = 1.0) -> None:
     img.header["descrip"] = str(vol.metadata.get("description", ""))[:79].encode()
     img.set_qform(vol.affine, code=1)
     img.set_sform(vol.affine, code=1)
+    # what the volume holds, in ldm-med's header extension (as ldm_med.io.save_nifti writes it): the
+    # modality picks the refiner (a density map or a cube guessed from its intensities would be "MR")
+    stored = {nifti.EXTENSION_KEY: {"modality": vol.metadata["modality"], "slice_axis": int(vol.slice_axis)}}
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(nifti.EXTENSION_CODE,
+                                                            json.dumps(stored).encode("utf-8")))
     level = nib.openers.Opener.default_compresslevel
     nib.openers.Opener.default_compresslevel = 9
     try:

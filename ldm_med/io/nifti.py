@@ -26,8 +26,8 @@ from ldm_med.volume import Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NIBABEL_SUFFIXES = NIFTI_SUFFIXES + (".mgz", ".mgh", ".hdr", ".img")
-_COMMENT_CODE = 6  # NIFTI_ECODE_COMMENT
-_EXT_KEY = "ldm_med"
+EXTENSION_CODE = 6  # NIFTI_ECODE_COMMENT
+EXTENSION_KEY = "ldm_med"
 _PERCENTILE_SAMPLE = 1_000_000
 
 
@@ -74,15 +74,15 @@ def _slice_axis(img) -> int:
 
 def _read_extension(img) -> dict:
     for ext in getattr(img.header, "extensions", []):
-        if ext.get_code() != _COMMENT_CODE:
+        if ext.get_code() != EXTENSION_CODE:
             continue
         raw = ext.get_content()
         try:
             payload = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
         except (ValueError, UnicodeDecodeError, RecursionError):
             continue
-        if isinstance(payload, dict) and isinstance(payload.get(_EXT_KEY), dict):
-            return payload[_EXT_KEY]
+        if isinstance(payload, dict) and isinstance(payload.get(EXTENSION_KEY), dict):
+            return payload[EXTENSION_KEY]
     return {}
 
 
@@ -327,7 +327,7 @@ def save_nifti(volume: Volume, path: str | Path, *, stack: np.ndarray | None = N
         if key in volume.metadata:
             payload[key] = volume.metadata[key]
     header.extensions.append(nib.nifti1.Nifti1Extension(
-        _COMMENT_CODE, json.dumps({_EXT_KEY: payload}).encode("utf-8")))
+        EXTENSION_CODE, json.dumps({EXTENSION_KEY: payload}).encode("utf-8")))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
     try:
