@@ -5,8 +5,8 @@ the files are not beside the installed package.
   from the series, so the geometry shows the gaps; Hounsfield units).
 * MR phantom with missing slices: ``mr_phantom.nii.gz`` with slices 9, 18, 19 and 29 blanked and
   marked missing.
-* Molecular density map and astronomical spectral cube, complete, with their modality (``EM``,
-  ``ASTRO``) on the layer.
+* Molecular density map and astronomical spectral cube, complete; the files and the generators both
+  say their modality (``EM``, ``ASTRO``), which picks the refiner.
 """
 from __future__ import annotations
 
@@ -27,22 +27,14 @@ def _sample_dir() -> Path | None:
     return None
 
 
-def _layer(filename: str, name: str, generate, modality: str | None = None) -> list[tuple]:
-    """The bundled file's layer, or the generator's. ``modality``: what the volume holds, said on the
-    layer either way (the bundled NIfTIs, like most from other tools, do not say it, and a guess from
-    the intensities would give a density map or a spectral cube the MR refiner)."""
-    import ldm_med
+def _layer(filename: str, name: str, generate) -> list[tuple]:
     from napari_plugin._reader import volume_layer
 
     folder = _sample_dir()
     path = folder / filename if folder is not None else None
     if path is not None and path.exists():
-        volume = ldm_med.load_volume(path)
-    else:
-        path, volume = Path(filename), generate()
-    if modality:
-        volume.metadata.update(modality=modality, modality_guessed=False)
-    return [volume_layer(path, name, volume=volume)]
+        return [volume_layer(path, name)]
+    return [volume_layer(Path(filename), name, volume=generate())]
 
 
 def _drop_slices(volume, gaps: tuple[int, ...]):
@@ -87,7 +79,7 @@ def molecule() -> list[tuple]:
 
         return molecular_density((64, 64, 64), seed=SEED)
 
-    return _layer("molecule.nii.gz", "molecular density map", generate, modality="EM")
+    return _layer("molecule.nii.gz", "molecular density map", generate)
 
 
 def astro_cube() -> list[tuple]:
@@ -96,4 +88,4 @@ def astro_cube() -> list[tuple]:
 
         return astro_field((128, 128, 24), seed=SEED)
 
-    return _layer("astro_field.nii.gz", "astronomical cube", generate, modality="ASTRO")
+    return _layer("astro_field.nii.gz", "astronomical cube", generate)
