@@ -45,8 +45,8 @@ class AdaptOptions:
     own jitter. ``stop_every=0``: always the whole budget (``bench/adapt_trajectory.py`` measured both).
 
     ``inplane_view``: the final blend is chosen by the check and its second view at the real gap
-    geometry (``blend.py``, ``matched.py``); the early stop uses the hidden slices alone, since the
-    fine-tuning trains on in-plane rows of the same slices.
+    geometry (``blend.py``, ``matched.py``); the early stop uses the hidden slices alone: the
+    fine-tuning trains on in-plane rows of the same slices, so that view is partly in-sample for it.
     """
 
     steps: int = 300
