@@ -34,6 +34,7 @@ from ldm_med.inpainting.interpolate import METHODS, fill_missing  # noqa: E402
 from ldm_med.inpainting.models import default_refiner, load_refiner  # noqa: E402
 from ldm_med.inpainting.refine import AdaptOptions, fit, inplane_planes, mixed_patterns  # noqa: E402
 from ldm_med.masks import GAP_PATTERNS  # noqa: E402
+from ldm_med.pipelines.reconstruct import scan_modality  # noqa: E402
 
 
 def patterns(n: int) -> dict[str, np.ndarray]:
@@ -49,7 +50,7 @@ def trajectory(name, vol, pattern, missing, steps, every, batch, tune_layers=0) 
     truth = imap.forward(data).astype(np.float32)
     spacing = vol.spacing_slices_first()
     base = {m: metrics.psnr(truth, fill_missing(truth, missing, 0, m), missing, axis=0) for m in METHODS}
-    net = load_refiner(default_refiner("CT" if imap.is_ct else str(vol.metadata.get("modality") or "")))
+    net = load_refiner(default_refiner(scan_modality(vol, imap)))
     pretrained = copy.deepcopy(net)
     opts = AdaptOptions(steps=steps, batch_size=batch, tune_layers=tune_layers)
     rows = []

@@ -36,6 +36,7 @@ from ldm_med.inpainting.interpolate import METHODS, fill_missing  # noqa: E402
 from ldm_med.inpainting.models import default_refiner, load_refiner  # noqa: E402
 from ldm_med.inpainting.refine import AdaptOptions, refine  # noqa: E402
 from ldm_med.masks import GAP_PATTERNS  # noqa: E402
+from ldm_med.pipelines.reconstruct import scan_modality  # noqa: E402
 
 PATTERNS = ("x2", "x3", "x4", "x6", "drop25", "block3")
 DEPTHS = (32, 40, 24, 56)  # channels of the unseen cubes, in turn
@@ -58,7 +59,7 @@ def cell(vol, pattern: str) -> dict:
     imap = intensity_map_for(vol.with_data(vol.data, acquired=~missing))
     truth = imap.forward(vol.slices_first().astype(np.float32)).astype(np.float32)
     x_c = fill_missing(truth, missing, 0, "linear")
-    modality = "CT" if imap.is_ct else str(vol.metadata.get("modality") or "")
+    modality = scan_modality(vol, imap)
     steps = ReconstructOptions().adapt_budget(int(missing.sum()) * x_c.shape[1] * x_c.shape[2])
     out = adapt_and_refine(load_refiner(default_refiner(modality)), x_c, missing, vol.spacing_slices_first(),
                            AdaptOptions(steps=steps))

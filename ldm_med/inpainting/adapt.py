@@ -87,10 +87,8 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
             result, tuned_steps = stopper.finish()
             if not tuned_steps:
                 candidates = {PRETRAINED: pretrained}
-        elif result.rmse:
-            result = checker.score(candidates, fixed=(PRETRAINED,))
-        if result.rmse and opts.inplane_view:  # the final choice sees the second view too
-            result = checker.score(candidates, fixed=(PRETRAINED,), inplane=True)
+        if result.rmse and (stopper is None or opts.inplane_view):  # the final choice, both views if asked
+            result = checker.score(candidates, fixed=(PRETRAINED,), inplane=opts.inplane_view)
     weights = result.weights or {TUNED if TUNED in candidates else PRETRAINED: 1.0}
     fill = functools.partial(_blend, weights, candidates, opts=opts, device=device)
     return Refined(fill(x_c, missing, report=report), result, fill, tuned_steps)

@@ -132,14 +132,16 @@ class InPlaneCheck:
         self.cases: list[tuple[Tensor, np.ndarray]] = []  # (linearly filled planes, missing rows)
         truth, parts = [], {m: [] for m in methods}
         for stack in matched_planes(x, missing, seed):
+            arr = stack.numpy()
             for _ in range(DRAWS):
                 gaps = draw(stack.shape[2], rng)
-                arr = stack.numpy()
                 truth.append(stack[..., gaps].reshape(-1))
+                linear = torch.from_numpy(fill_missing(arr, gaps, 2, "linear"))  # what refiners correct
                 for method in methods:
-                    filled = torch.from_numpy(fill_missing(arr, gaps, 2, method))
+                    filled = linear if method == "linear" else torch.from_numpy(
+                        fill_missing(arr, gaps, 2, method))
                     parts[method].append(filled[..., gaps].reshape(-1))
-                self.cases.append((torch.from_numpy(fill_missing(arr, gaps, 2, "linear")), gaps))
+                self.cases.append((linear, gaps))
         self.truth = torch.cat(truth).double() if truth else None
         self.preds = {m: torch.cat(p).double() for m, p in parts.items()} if truth else {}
 

@@ -142,9 +142,8 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
     imap = intensity_map_for(volume.with_data(volume.data, acquired=~missing))
     info = {}
     # load (and so check) every model asked for before any work; the shipped refiners are per modality
-    refiner, modality = None, ""
+    refiner, modality = None, scan_modality(volume, imap)
     if opts.refine != "off":
-        modality = "CT" if imap.is_ct else str(volume.metadata.get("modality") or "")
         path = Path(opts.refiner) if opts.refiner else default_refiner(modality)
         refiner, info["refiner"] = load_refiner(path, device), path.name
     model = load_inpainting_model(opts.checkpoint, device) if opts.uses_diffusion or opts.checkpoint else None
@@ -152,7 +151,7 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
     fill = None
     if refiner is not None:
         x, fill, choice = refined(refiner, volume, x, missing, opts, device, progress,
-                                  second_view=modality.upper() in SECOND_VIEW_MODALITIES)
+                                  second_view=modality in SECOND_VIEW_MODALITIES)
         info.update(choice)
     estimate, samples = x[missing], None
     if opts.uses_diffusion:
@@ -168,6 +167,12 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
                                          device, progress, info)
             samples = imap.inverse(samples)
     return imap.inverse(estimate), samples, info
+
+
+def scan_modality(volume: Volume, imap) -> str:
+    """What the scan holds, for the shipped refiner and the check: CT when its intensities are
+    Hounsfield units (``imap``: its ``IntensityMap``), else the modality the file says, upper case."""
+    return "CT" if imap.is_ct else str(volume.metadata.get("modality") or "").upper()
 
 
 def calibrated_samples(model, x, x_lin, missing, estimate, corrections, fill, sampling, device, progress,
