@@ -27,6 +27,10 @@ class ReconstructOptions:
         refine: the slice-gap refiner: ``"adapt"`` fine-tunes it on the scan for at most
             ``adapt_steps`` steps (``adapt_budget`` says how many a job gets), ``"pretrained"``
             uses it as shipped, ``"off"`` leaves the estimate to the diffusion model.
+        skip_margin: with ``"adapt"``, no fine-tuning when the check on hidden acquired slices puts the
+            shipped refiner more than this many dB ahead of the best plain interpolation; ``None``: the
+            modality's default (``inpainting.models.SKIP_FINE_TUNING_ABOVE_DB``: 0 for CT, else never
+            skipped), ``math.inf``: always fine-tune.
         refiner: refiner checkpoint (default: the shipped one for the volume's modality).
         sampler, steps: the latent-diffusion sampler (one of ``SAMPLER_NAMES``) and its steps.
         samples: latent-diffusion samples. With the refiner on, the samples only give the
@@ -41,6 +45,7 @@ class ReconstructOptions:
     method: str = "ldm"
     refine: str = "adapt"
     adapt_steps: int = 300
+    skip_margin: float | None = None
     refiner: str | None = None
     sampler: str = "dpm++2m"
     steps: int = 2
@@ -64,6 +69,8 @@ class ReconstructOptions:
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 flag = "--" + name.replace("_", "-")  # the command line's name for it
                 raise InputError(f"{name} ({flag}) must be an integer >= {low}, got {value!r}")
+        if self.skip_margin is not None and not self.skip_margin >= 0.0:
+            raise InputError(f"skip_margin must be >= 0 dB, got {self.skip_margin!r}")
         if not 0.0 <= self.overlap < 1.0:
             raise InputError(f"overlap must be in [0, 1), got {self.overlap!r}")
         if len(self.roi) != 3 or min(self.roi) < 1:

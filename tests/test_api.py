@@ -56,6 +56,8 @@ def test_import_is_lazy_and_torch_free():
     ({"adapt_steps": -1}, "adapt_steps (--adapt-steps) must be an integer >= 0"),
     ({"sampler": "magic"}, "unknown sampler 'magic'"),
     ({"overlap": 1.0}, "overlap must be in [0, 1)"),
+    ({"skip_margin": -1.0}, "skip_margin must be >= 0 dB"),
+    ({"skip_margin": float("nan")}, "skip_margin must be >= 0 dB"),
 ])
 def test_options_check_themselves(changes, fragment):
     with pytest.raises(ldm_med.InputError) as err:
@@ -117,9 +119,33 @@ def test_progress_can_cancel():
             raise ldm_med.Cancelled
 
     with pytest.raises(ldm_med.Cancelled):
-        ldm_med.reconstruct(vol, missing, ldm_med.ReconstructOptions(adapt_steps=50, device="cpu"),
+        ldm_med.reconstruct(vol, missing, ldm_med.ReconstructOptions(adapt_steps=50, device="cpu",
+                                                                     skip_margin=float("inf")),
                             progress=progress)
     assert seen[0] == ("check", 0, 1) and ("adapt", 0, 50) in seen and seen[-1] == ("adapt", 3, 50)
+
+
+def test_ct_is_not_fine_tuned_where_the_shipped_refiner_wins_the_check():
+    vol = ct_body((48, 48, 16), (1.0, 1.0, 2.5), seed=4)
+    missing = np.zeros(16, bool)
+    missing[[4, 9]] = True
+
+    def run(**changes):
+        stages = set()
+        result = ldm_med.reconstruct(vol, missing, ldm_med.ReconstructOptions(adapt_steps=20, device="cpu",
+                                                                              **changes),
+                                     progress=lambda stage, done, total: stages.add(stage))
+        return result.volume.metadata["reconstruction"], stages
+
+    info, stages = run()
+    rmse = info["check_rmse"]
+    assert rmse["pretrained"] < min(rmse[m] for m in ("linear", "cubic", "bspline", "lanczos"))
+    assert "ahead of the best interpolation" in info["adapt_skipped"] and info["adapt_steps_used"] == 0
+    assert "adapt" not in stages
+    info, stages = run(skip_margin=float("inf"))  # always fine-tune
+    assert "adapt_skipped" not in info and "adapt" in stages
+    info, stages = run(skip_margin=20.0)  # far more than the refiner's lead
+    assert "adapt_skipped" not in info and "adapt" in stages
 
 
 def test_fine_tuning_budget_grows_with_the_work():

@@ -210,3 +210,18 @@ def test_modality_flag_says_what_a_nifti_holds(tmp_path, capsys):
     with pytest.raises(SystemExit) as bad:
         main([*argv, "-o", str(tmp_path / "x.nii.gz"), "--modality", "PET"])
     assert bad.value.code == 2 and "--modality" in capsys.readouterr().err
+
+
+def test_summary_says_when_and_why_the_fine_tuning_was_skipped(tmp_path, capsys):
+    path = tmp_path / "ct.nii.gz"
+    save_nifti(ct_body(shape=(48, 48, 16), spacing=(1.0, 1.0, 2.5), seed=4), path)
+    argv = ["reconstruct", str(path), "--missing", "4,9", "--adapt-steps", "10", "--overwrite"]
+    assert main([*argv, "-o", str(tmp_path / "a.nii.gz")]) == 0
+    assert "not fine-tuned: the shipped refiner was" in capsys.readouterr().out  # CT, ahead on the check
+    assert main([*argv, "-o", str(tmp_path / "b.nii.gz"), "--skip-margin", "inf"]) == 0
+    out = capsys.readouterr().out
+    assert "not fine-tuned" not in out and "fine-tuned 0 of 10 steps" in out
+    with pytest.raises(SystemExit):  # argparse: not a number
+        main([*argv, "-o", str(tmp_path / "c.nii.gz"), "--skip-margin", "lots"])
+    assert main([*argv, "-o", str(tmp_path / "d.nii.gz"), "--skip-margin", "-1"]) == 2
+    assert "skip_margin must be >= 0 dB" in capsys.readouterr().err

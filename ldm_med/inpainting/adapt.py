@@ -5,7 +5,8 @@ acquired slices, and return the blend the check chooses.
         ──► check on hidden acquired slices: pretrained, fine-tuned, linear, cubic,         [check]
             B-spline, Lanczos (blend.check) -> anchor = best interpolation, convex weights;
             run every 25 fine-tuning steps too: the best state is kept, and the fine-tuning
-            stops when three checks in a row gain nothing
+            stops when three checks in a row gain nothing; it does not start when the pretrained
+            refiner already beats every interpolation by more than ``skip_margin`` dB
         ──► spectral cubes: the final choice also scores every candidate on in-plane rows   [second view]
             matched to the through-plane structure, at the real gap geometry (matched.py)
         ──► w_p * pretrained(x_c) + w_t * fine-tuned(x_c) + w_a * anchor(x_c)               [refine]
@@ -44,12 +45,14 @@ PRETRAINED, TUNED = "pretrained", "fine-tuned"
 class Refined:
     """The estimate ``(Z, H, W)`` (normalised), the check that chose it (empty when nothing could be
     hidden, or with ``blend=False``), and ``fill(x, gaps)``: the same blend applied to other gaps of a
-    linearly filled volume (the uncertainty calibration refills hidden slices with it)."""
+    linearly filled volume (the uncertainty calibration refills hidden slices with it); the fine-tuning
+    steps kept, and whether the fine-tuning was skipped (``AdaptOptions.skip_margin``)."""
 
     volume: np.ndarray
     check: Check = field(default_factory=Check)
     fill: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     tuned_steps: int = 0
+    skipped: bool = False  # the fine-tuning did not start: the pretrained refiner was far enough ahead
 
 
 def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, spacing: Sequence[float],
@@ -57,7 +60,9 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
                      progress: Progress | None = None) -> Refined:
     """Fine-tune ``net`` (in place) for ``opts.steps`` steps, check, blend (see the module docstring).
 
-    With ``opts.steps == 0`` the pretrained refiner is checked against the interpolations alone.
+    With ``opts.steps == 0``, or when the check before any fine-tuning puts the pretrained refiner more
+    than ``opts.skip_margin`` dB ahead of the best interpolation, the pretrained refiner is checked
+    against the interpolations alone.
 
     Args:
         x_c: ``(Z, H, W)`` normalised volume, missing slices linearly interpolated.
@@ -68,13 +73,18 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
     missing = np.asarray(missing, dtype=bool)
     report = progress or no_progress
     candidates = {PRETRAINED: net}
-    result, tuned_steps, checker = Check(), 0, None
+    result, tuned_steps, checker, steps, skipped = Check(), 0, None, opts.steps, False
     if opts.blend:
         report("check", 0, 1)
         checker = HiddenSliceCheck(x_c, missing, opts.check_stride, device, opts.apply_batch)
-        result = checker.score(candidates, fixed=(PRETRAINED,), inplane=opts.inplane_view and not opts.steps)
+        result = checker.score(candidates, fixed=(PRETRAINED,), inplane=opts.inplane_view and not steps)
+        skipped = bool(steps and result.rmse and result.margin_db(PRETRAINED) > opts.skip_margin)
+        if skipped:
+            steps = 0  # the pretrained refiner is far ahead of every interpolation: fine-tuning buys nothing
+            if opts.inplane_view:
+                result = checker.score(candidates, fixed=(PRETRAINED,), inplane=True)
         report("check", 1, 1)
-    if opts.steps > 0:
+    if steps > 0:
         pretrained = copy.deepcopy(net)
         held = holdout_masks(missing) if opts.blend else []
         early = bool(result.rmse) and opts.stop_every > 0
@@ -91,7 +101,7 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
             result = checker.score(candidates, fixed=(PRETRAINED,), inplane=opts.inplane_view)
     weights = result.weights or {TUNED if TUNED in candidates else PRETRAINED: 1.0}
     fill = functools.partial(_blend, weights, candidates, opts=opts, device=device)
-    return Refined(fill(x_c, missing, report=report), result, fill, tuned_steps)
+    return Refined(fill(x_c, missing, report=report), result, fill, tuned_steps, skipped)
 
 
 class _EarlyStop:

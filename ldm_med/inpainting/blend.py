@@ -58,6 +58,12 @@ class Check:
     inplane_rmse: dict[str, float] = field(default_factory=dict)
     score: dict[str, float] = field(default_factory=dict)
 
+    def margin_db(self, name: str) -> float:
+        """How much lower the candidate ``name``'s RMSE on the hidden slices is than the best plain
+        interpolation's, in dB (positive: the candidate is better)."""
+        best = min(v for k, v in self.rmse.items() if k in METHODS)
+        return 20.0 * float(np.log10(max(best, 1e-12) / max(self.rmse[name], 1e-12)))
+
 
 def holdout_masks(missing: np.ndarray) -> list[np.ndarray]:
     """Acquired slices to hide for the check: every other interior acquired slice, two ways.

@@ -19,6 +19,13 @@ SCIENCE_MODALITIES = ("EM", "ASTRO")  # density maps (MRC/MAP) and astronomical 
 # on in-plane rows at the real gap geometry (blend.py, "second view"); on CT, MR and density maps that
 # view cost up to 2 dB at x2 (docs/method.md, "A second view for the check").
 SECOND_VIEW_MODALITIES = ("ASTRO",)
+# No fine-tuning where the shipped refiner is already this many dB ahead of the best interpolation on the
+# check (AdaptOptions.skip_margin). CT: on the 18 CT phantom cells of bench/adapt_gate.py (3 volumes x 6
+# gap patterns) fine-tuning never gained (0 steps kept, +0.00 dB everywhere) and cost 15-100 s a cell; the
+# shipped CT refiner was trained on that anatomy. Where it is behind an interpolation on a scan (a CT unlike
+# the phantoms) the fine-tuning still runs. Elsewhere no margin separates: MR phantoms gained +0.07-0.20 dB
+# at margins of 1.6-2.1 dB, above CT cells that gained nothing (docs/performance.md).
+SKIP_FINE_TUNING_ABOVE_DB = {"CT": 0.0}
 
 
 @dataclass

@@ -14,6 +14,7 @@ exactly.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -44,6 +45,9 @@ class AdaptOptions:
     than ``keep_gain`` over the pretrained one's check is dropped: the check cannot tell that from its
     own jitter. ``stop_every=0``: always the whole budget (``bench/adapt_trajectory.py`` measured both).
 
+    ``skip_margin``: no fine-tuning when the check before it puts the pretrained refiner more than this
+    many dB ahead of the best plain interpolation (``bench/adapt_gate.py`` measured what that costs).
+
     ``inplane_view``: the final blend is chosen by the check and its second view at the real gap
     geometry (``blend.py``, ``matched.py``); the early stop uses the hidden slices alone: the
     fine-tuning trains on in-plane rows of the same slices, so that view is partly in-sample for it.
@@ -65,6 +69,7 @@ class AdaptOptions:
     schedule: str = "constant"  # pretraining: "cosine" decays the rate to lr * final_lr_fraction
     final_lr_fraction: float = 0.1
     inplane_view: bool = False
+    skip_margin: float = math.inf
 
 
 def through_planes(x: Tensor) -> tuple[Tensor, Tensor]:

@@ -22,6 +22,7 @@ comparisons are like for like. See ``ldm_med.inpainting`` for the diffusion form
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -132,6 +133,7 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
     from ldm_med.data.intensity import intensity_map_for
     from ldm_med.inpainting.models import (
         SECOND_VIEW_MODALITIES,
+        SKIP_FINE_TUNING_ABOVE_DB,
         default_refiner,
         load_inpainting_model,
         load_refiner,
@@ -150,8 +152,10 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
     x = x_lin = imap.forward(anchor).astype(np.float32)  # (Z, A, B) normalised
     fill = None
     if refiner is not None:
+        skip = opts.skip_margin if opts.skip_margin is not None else SKIP_FINE_TUNING_ABOVE_DB.get(modality)
         x, fill, choice = refined(refiner, volume, x, missing, opts, device, progress,
-                                  second_view=modality in SECOND_VIEW_MODALITIES)
+                                  second_view=modality in SECOND_VIEW_MODALITIES,
+                                  skip_margin=math.inf if skip is None else skip)
         info.update(choice)
     estimate, samples = x[missing], None
     if opts.uses_diffusion:
@@ -191,22 +195,29 @@ def calibrated_samples(model, x, x_lin, missing, estimate, corrections, fill, sa
 
 
 def refined(net, volume: Volume, x_c: np.ndarray, missing: np.ndarray, opts: ReconstructOptions, device,
-            progress: Progress | None, second_view: bool = False) -> tuple[np.ndarray, object, dict]:
+            progress: Progress | None, second_view: bool = False,
+            skip_margin: float = math.inf) -> tuple[np.ndarray, object, dict]:
     """``x_c (Z, A, B)`` normalised, with missing slices filled by the blend the check on hidden acquired
     slices chose among the refiner ``net`` (as shipped, and fine-tuned on the scan first with
     ``refine="adapt"``) and the plain interpolations; the blend as a function of other gaps; and what
     was chosen, for the metadata. ``second_view``: the blend is also chosen on in-plane rows at the
-    real gap geometry (``blend.py``)."""
+    real gap geometry (``blend.py``); ``skip_margin``: no fine-tuning when the pretrained refiner is
+    that many dB ahead of the best interpolation on the check."""
     from ldm_med.inpainting.adapt import adapt_and_refine
     from ldm_med.inpainting.refine import AdaptOptions
 
     steps = opts.adapt_budget(int(missing.sum()) * x_c.shape[1] * x_c.shape[2])
     out = adapt_and_refine(net, x_c, missing, volume.spacing_slices_first(),
-                           AdaptOptions(steps=steps, seed=opts.seed, inplane_view=second_view), device,
+                           AdaptOptions(steps=steps, seed=opts.seed, inplane_view=second_view,
+                                        skip_margin=skip_margin), device,
                            progress)
     check = out.check
     choice = {"adapt_budget": steps, "adapt_steps_used": out.tuned_steps,
               "blend": {k: round(w, 4) for k, w in check.weights.items()}}
+    if out.skipped:
+        margin = check.margin_db("pretrained")
+        choice["adapt_skipped"] = (f"the shipped refiner was {margin:.2f} dB ahead of the best interpolation "
+                                   f"on the check (more than {skip_margin:g} dB)")
     if check.rmse:
         choice["anchor"] = check.anchor
         choice["check_rmse"] = {k: round(v, 5) for k, v in check.rmse.items()}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -98,3 +99,40 @@ def test_acquired_slices_pass_through_either_way(stop_every):
     out = adapt_and_refine(SliceGapRefiner(8, 3), x_c, missing, (1.0, 1.0, 1.0),
                            AdaptOptions(steps=60, batch_size=4, crop=(16, 16), stop_every=stop_every))
     np.testing.assert_array_equal(out.volume[~missing], x_c[~missing])
+
+
+def _ct_case():
+    from ldm_med.data.intensity import intensity_map_for
+    from ldm_med.data.phantoms import ct_body
+    from ldm_med.inpainting.models import default_refiner, load_refiner
+
+    vol = ct_body(shape=(64, 64, 24), seed=5)
+    missing = np.zeros(24, bool)
+    missing[[5, 11, 17]] = True
+    imap = intensity_map_for(vol.with_data(vol.data, acquired=~missing))
+    x_c = imap.forward(fill_missing(vol.slices_first(), missing, axis=0, method="linear")).astype(np.float32)
+    return load_refiner(default_refiner("CT")), x_c, missing, vol.spacing_slices_first()
+
+
+def test_no_fine_tuning_when_the_pretrained_refiner_is_far_ahead_on_the_check():
+    net, x_c, missing, spacing = _ct_case()
+    before = copy.deepcopy(net.state_dict())
+    first = check(x_c, missing, {PRETRAINED: net})
+    margin = first.margin_db(PRETRAINED)
+    assert margin > 0.5  # the shipped CT refiner beats every interpolation on a CT phantom
+    opts = AdaptOptions(steps=10, batch_size=4, crop=(16, 16))
+    seen = []
+    out = adapt_and_refine(net, x_c, missing, spacing, replace(opts, skip_margin=margin - 0.1),
+                           progress=lambda s, d, t: seen.append(s))
+    assert out.skipped and out.tuned_steps == 0 and "adapt" not in seen
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # not trained at all
+    assert out.check == first
+    ran = adapt_and_refine(net, x_c, missing, spacing, replace(opts, skip_margin=margin + 0.1, stop_every=0),
+                           progress=lambda s, d, t: seen.append(s))
+    assert not ran.skipped and ran.tuned_steps == 10 and "adapt" in seen
+
+
+def test_the_check_margin_is_in_db_over_the_best_interpolation():
+    result = Check({"linear": 0.2, "cubic": 0.1, "pretrained": 0.05, "blend": 0.05})
+    assert result.margin_db(PRETRAINED) == pytest.approx(20 * np.log10(2.0))
+    assert Check({"linear": 0.1, "pretrained": 0.2}).margin_db(PRETRAINED) < 0

@@ -3,6 +3,7 @@ the source's geometry, the missing-slice preview, Cancel, errors, and an untouch
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 
 import numpy as np
@@ -102,6 +103,8 @@ def test_run_adds_layers_with_the_source_geometry(qtbot, ct_widget):
 def test_cancel_stops_the_run(qtbot, ct_widget):
     viewer, source = ct_widget.viewer, ct_widget.image.value
     ct_widget.refine.value = "adapt"
+    ct_widget.always_adapt.value = True  # a CT phantom is otherwise not fine-tuned at all
+    assert ct_widget.options().skip_margin == math.inf
     ct_widget.adapt_steps.value = 5000  # minutes if not cancelled
     ct_widget.run_button.native.click()
     qtbot.waitUntil(lambda: ct_widget._job is not None and ct_widget._job.last is not None
