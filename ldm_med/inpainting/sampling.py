@@ -45,8 +45,13 @@ def _pad_hw(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     return x, (h, w)
 
 
-def _in_batches(fn: Callable[[Tensor], Tensor], x: Tensor, size: int, device: torch.device) -> Tensor:
-    """Apply ``fn`` to ``x (N, ...)`` in chunks of ``size`` on ``device``; result on the CPU."""
+def _in_batches(fn: Callable[[Tensor], Tensor], x: Tensor, size: int, device: torch.device,
+                pixels: int) -> Tensor:
+    """Apply ``fn`` to ``x (N, ...)`` on ``device`` in chunks of at most ``size`` slices of ``pixels``
+    image pixels each (fewer on the CPU: ``nets.cpu.slice_batch``); result on the CPU."""
+    from ldm_med.nets.cpu import slice_batch
+
+    size = slice_batch(size, pixels, device)
     return torch.cat([fn(x[i:i + size].to(device)).float().cpu() for i in range(0, x.shape[0], size)])
 
 
@@ -118,7 +123,9 @@ def sample_corrections(model, x_c: np.ndarray, missing: np.ndarray, opts: Sampli
     report = progress or (lambda *_: None)
     slices, (h, w) = _pad_hw(torch.from_numpy(x_c)[:, None], ae.downsample)  # (Z, 1, H', W')
     report("encode", 0, 1)
-    z_c = _in_batches(lambda s: ae.encode(s)[0] * ls, slices, opts.slice_batch, device)  # (Z, Cz, h', w')
+    pixels = slices.shape[-2] * slices.shape[-1]
+    encode = lambda s: ae.encode(s)[0] * ls
+    z_c = _in_batches(encode, slices, opts.slice_batch, device, pixels)  # (Z, Cz, h', w')
     report("encode", 1, 1)
     z_c = z_c.transpose(0, 1)[None].to(device)  # (1, Cz, Z, h', w')
     miss = torch.as_tensor(missing, device=device)[None]  # (1, Z)
@@ -136,11 +143,11 @@ def sample_corrections(model, x_c: np.ndarray, missing: np.ndarray, opts: Sampli
     wanted = miss[0] if decode is None else miss[0] & torch.as_tensor(decode, device=device)
     z_miss = z_c[0][:, wanted].transpose(0, 1)  # (M, Cz, h', w')
     dec = lambda z: ae.decode(z / ls)
-    base = _in_batches(dec, z_miss, opts.slice_batch, device)
+    base = _in_batches(dec, z_miss, opts.slice_batch, device, pixels)
     out = []
     for n in range(opts.samples):
         report("decode", n, opts.samples)
         r_miss = residual[n][:, wanted].transpose(0, 1)
-        out.append(_in_batches(dec, z_miss + rs * r_miss, opts.slice_batch, device) - base)
+        out.append(_in_batches(dec, z_miss + rs * r_miss, opts.slice_batch, device, pixels) - base)
     report("decode", opts.samples, opts.samples)
     return torch.stack(out)[:, :, 0, :h, :w].numpy()

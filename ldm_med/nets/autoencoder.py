@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ldm_med.errors import InputError
 from ldm_med.nets.config import AutoencoderConfig
-from ldm_med.nets.cpu import use_onednn_convs
+from ldm_med.nets.cpu import slice_batch, use_onednn_convs
 
 
 def pad_to_multiple(
@@ -130,7 +130,8 @@ class VolumeAutoencoder(nn.Module):
             mu, logvar = self.encode(x)
         else:
             b, d = x.shape[0], x.shape[2]
-            parts = [self.encode(s) for s in _to_slices(x).split(batch_slices)]
+            batch = slice_batch(batch_slices, x.shape[-2] * x.shape[-1], x.device)
+            parts = [self.encode(s) for s in _to_slices(x).split(batch)]
             mu, logvar = (_from_slices(torch.cat(p), b, d) for p in zip(*parts))
         if not sample:
             return mu
@@ -146,9 +147,8 @@ class VolumeAutoencoder(nn.Module):
         if self.cfg.spatial_dims == 3:
             return self.decode(z)
         b, d = z.shape[0], z.shape[2]
-        return _from_slices(
-            torch.cat([self.decode(s) for s in _to_slices(z).split(batch_slices)]), b, d
-        )
+        batch = slice_batch(batch_slices, z.shape[-2] * z.shape[-1] * self.downsample**2, z.device)
+        return _from_slices(torch.cat([self.decode(s) for s in _to_slices(z).split(batch)]), b, d)
 
     def _check_volume(self, x: Tensor) -> None:
         if x.ndim != 5 or x.shape[1] != self.cfg.in_channels:

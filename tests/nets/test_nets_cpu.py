@@ -39,3 +39,28 @@ def test_non_float32_uses_the_stock_path():
     conv = use_onednn_convs(nn.Sequential(nn.Conv2d(2, 3, 3)))[0].double()
     x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
     assert conv(x).dtype == torch.float64
+
+
+def test_cpu_slice_batches_are_bounded_by_pixels_and_the_request():
+    from ldm_med.nets.cpu import CPU_SLICE_PIXELS, slice_batch
+
+    assert slice_batch(32, 128 * 128, "cpu") == CPU_SLICE_PIXELS // (128 * 128)
+    assert slice_batch(4, 128 * 128, "cpu") == 4  # the request is a memory bound and wins
+    assert slice_batch(32, 1024 * 1024, "cpu") == 1  # at least one slice
+    assert slice_batch(32, 128 * 128, "cuda") == 32  # larger calls pay on a GPU
+
+
+def test_the_cpu_slice_budget_changes_no_decoded_value(monkeypatch):
+    import ldm_med.nets.cpu as cpu
+    from ldm_med.nets import AutoencoderConfig, build_autoencoder
+
+    torch.manual_seed(0)
+    ae = build_autoencoder(AutoencoderConfig(spatial_dims=2, in_channels=1, latent_channels=2,
+                                             channels=(8, 8), num_res_blocks=1, attention_levels=(False, False),
+                                             norm_num_groups=4)).eval()
+    z = torch.randn(1, 2, 12, 8, 8)
+    with torch.no_grad():
+        monkeypatch.setattr(cpu, "CPU_SLICE_PIXELS", 10**9)  # one call
+        whole = ae.decode_volume(z)
+        monkeypatch.setattr(cpu, "CPU_SLICE_PIXELS", 2 * 16 * 16)  # two slices per call
+        assert torch.equal(ae.decode_volume(z), whole)
