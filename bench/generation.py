@@ -81,9 +81,13 @@ def distances(ae, samples, ref) -> dict[str, float]:
 DECODER_NOISE = True
 
 
+ATTR_GUIDANCE = None
+
+
 def generate(preset: str, dims: int, ckpt, n: int, seed: int, attrs=(), steps: int = 20, guidance=2.0):
     opts = ldm_med.GenerateOptions(preset=preset, dims=dims, n=n, seed=seed, attrs=attrs, steps=steps,
-                                   guidance=guidance, device="cpu", checkpoint=ckpt,
+                                   guidance=guidance, attr_guidance=ATTR_GUIDANCE, device="cpu",
+                                   checkpoint=ckpt,
                                    decoder_noise=DECODER_NOISE)
     return ldm_med.generate(opts)
 
@@ -171,18 +175,21 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-decoder-noise", action="store_true",
                     help="sample the decoder's mean (compares denoisers alone)")
+    ap.add_argument("--attr-guidance", type=float,
+                    help="guidance of the attribute apart from the class (default: --guidance)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     ap.add_argument("--section", default="generation", help="the marker name of the section to write")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    global DECODER_NOISE
-    DECODER_NOISE = not args.no_decoder_noise
+    global DECODER_NOISE, ATTR_GUIDANCE
+    DECODER_NOISE, ATTR_GUIDANCE = not args.no_decoder_noise, args.attr_guidance
     command = "python bench/generation.py " + " ".join(sys.argv[1:])
     heading = "Generation" if args.section == "generation" else f"Generation: {args.section}"
     sections = [f"## {heading} (`{command.strip()}`)", "",
                 f"CPU, {args.threads} threads, load average at the start {os.getloadavg()[0]:.1f}; "
-                f"sampler dpm++2m, {args.steps} steps, guidance {args.guidance:g}, decoder noise "
+                f"sampler dpm++2m, {args.steps} steps, guidance {args.guidance:g}, attribute guidance "
+                f"{args.guidance if args.attr_guidance is None else args.attr_guidance:g}, decoder noise "
                 f"{'off' if args.no_decoder_noise else 'on'}. Distances are energy "
                 "distances to held-out generator samples (lower is better; see "
                 "`ldm_med/generation/quality.py`).", ""]

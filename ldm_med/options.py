@@ -112,6 +112,8 @@ class GenerateOptions:
         size: ``(H, W)`` or ``(D, H, W)``; default the model's training size.
         n: number of samples; sample ``i`` uses seed ``seed + i``.
         guidance: classifier-free guidance scale (0: unconditional, 1: conditional, > 1: stronger).
+        attr_guidance: guidance of the requested attributes apart from the class, against the
+            class-only prediction (a third branch per step); ``None``: the same as ``guidance``.
         attrs: ``(name, value)`` pairs in the attribute's unit; values outside the trained range are
             clamped to it, with a warning.
         sampler, steps: the diffusion sampler and its number of steps.
@@ -126,6 +128,7 @@ class GenerateOptions:
     size: tuple[int, ...] | None = None
     n: int = 1
     guidance: float = 2.0
+    attr_guidance: float | None = None
     attrs: tuple[tuple[str, float], ...] = ()
     seed: int = 0
     sampler: str = "dpm++2m"
@@ -146,6 +149,8 @@ class GenerateOptions:
             raise InputError(f"--n must be >= 1, got {self.n}")
         if not 0.0 <= self.guidance <= 20.0:
             raise InputError(f"--guidance must be in [0, 20], got {self.guidance}")
+        if self.attr_guidance is not None and not 0.0 <= self.attr_guidance <= 20.0:
+            raise InputError(f"--attr-guidance must be in [0, 20], got {self.attr_guidance}")
         if self.sampler not in SAMPLER_NAMES:
             raise InputError(f"unknown sampler {self.sampler!r}; valid: {', '.join(SAMPLER_NAMES)}")
         if self.steps < 1:
@@ -158,7 +163,8 @@ class GenerateOptions:
         """Every setting, JSON-ready (written into each generated file)."""
         return {"preset": self.preset, "dims": self.dims,
                 "size": None if self.size is None else list(self.size), "n": self.n,
-                "guidance": self.guidance, "attrs": dict(self.attrs), "seed": self.seed,
+                "guidance": self.guidance, "attr_guidance": self.attr_guidance, "attrs": dict(self.attrs),
+                "seed": self.seed,
                 "sampler": self.sampler, "steps": self.steps, "checkpoint": self.checkpoint,
                 "decoder_noise": self.decoder_noise}
 

@@ -66,7 +66,13 @@ class GenerateWidget(JobControls, Container):
         self.show_advanced = CheckBox(text="advanced", value=False)
         self.sampler = ComboBox(label="sampler", choices=list(ldm_med.SAMPLER_NAMES), value=defaults.sampler)
         self.steps = SpinBox(label="steps", min=1, max=1000, value=defaults.steps)
-        self.advanced = Container(widgets=[self.sampler, self.steps], visible=False)
+        self.separate_attr = CheckBox(text="guide the attribute apart", value=False,
+                                      tooltip="guide the attribute against the class-only model with its "
+                                              "own scale (one more network pass per step)")
+        self.attr_guidance = FloatSpinBox(label="attribute guidance", min=0.0, max=20.0, step=0.5, value=5.0,
+                                          enabled=False)
+        self.advanced = Container(widgets=[self.sampler, self.steps, self.separate_attr, self.attr_guidance],
+                                  visible=False)
         self.device = ComboBox(label="device", choices=device_choices())
         self.model = ComboBox(label="model", choices=[BUNDLED, CHECKPOINT])
         self.checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.safetensors", visible=False)
@@ -91,6 +97,7 @@ class GenerateWidget(JobControls, Container):
     def _connect(self) -> None:
         self.preset.changed.connect(self._on_preset)
         self.condition.changed.connect(lambda v: setattr(self.attr_value, "enabled", v))
+        self.separate_attr.changed.connect(lambda v: setattr(self.attr_guidance, "enabled", v))
         self.model.changed.connect(lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT))
         self.show_advanced.changed.connect(lambda v: setattr(self.advanced, "visible", v))
         for w in (self.dims, self.size, self.n, self.guidance, self.condition, self.attr_value, self.steps,
@@ -139,6 +146,7 @@ class GenerateWidget(JobControls, Container):
         return ldm_med.GenerateOptions(
             preset=self.preset.value, dims=self.dims.value, size=parse_size(self.size.value, self.dims.value),
             n=self.n.value, guidance=float(self.guidance.value), attrs=attrs, seed=self.seed.value,
+            attr_guidance=float(self.attr_guidance.value) if self.separate_attr.value else None,
             sampler=self.sampler.value, steps=self.steps.value, device=self.device.value,
             checkpoint=checkpoint)
 

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=4, help="number of samples (default 4)")
     p.add_argument("--guidance", type=float, default=2.0,
                    help="classifier-free guidance: 0 unconditional, 1 conditional, >1 stronger (default 2)")
+    p.add_argument("--attr-guidance", type=float, default=None, metavar="G",
+                   help="guidance of the --attr values apart from the class (against the class-only "
+                        "model; one more network pass per step); default: the same as --guidance")
     p.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
                    help="attribute to condition on, in its unit, e.g. n_sources=40 (repeatable); "
                         "`ldm-med generate --list` shows each preset's attribute and range")
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
     opts = ldm_med.GenerateOptions(
         preset=args.preset, dims=args.dims, size=tuple(args.size) if args.size else None, n=args.n,
-        guidance=args.guidance, attrs=tuple(parse_attribute(a) for a in args.attr), seed=args.seed,
+        guidance=args.guidance, attr_guidance=args.attr_guidance,
+        attrs=tuple(parse_attribute(a) for a in args.attr), seed=args.seed,
         sampler=args.sampler, steps=args.steps, device=args.device, checkpoint=args.checkpoint,
         decoder_noise=args.decoder_noise)
     with warnings.catch_warnings(record=True) as caught:

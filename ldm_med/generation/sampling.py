@@ -11,11 +11,16 @@ from ldm_med.generation.model import GenerationModel
 
 
 def guided_denoiser(model: GenerationModel, label: int, attrs: torch.Tensor, guidance: float,
-                    latent: tuple[int, ...]) -> Callable:
+                    latent: tuple[int, ...], attr_guidance: float | None = None) -> Callable:
     """``x0(x_t, t)`` with classifier-free guidance: ``x0_u + guidance * (x0_c - x0_u)``, where the
     conditional branch has the class ``label`` and the attributes ``attrs`` (``(1, K)`` normalised, NaN =
     not requested) and the unconditional one neither. ``guidance`` 1 is the plain conditional model, 0
-    the unconditional one; both branches run as one doubled batch."""
+    the unconditional one; the branches run as one batch.
+
+    ``attr_guidance`` (with an attribute requested) guides the attributes apart from the class, against
+    the class-only branch (training drops the attributes alone too, so the network is that model as
+    well): ``x0_u + guidance * (x0_k - x0_u) + attr_guidance * (x0_c - x0_k)``, a third branch. Equal
+    scales give the formula above; ``None`` means equal."""
     k = len(model.attributes)
     dev = attrs.device
     cond_c = attribute_channels(attrs, latent, k)
@@ -23,19 +28,25 @@ def guided_denoiser(model: GenerationModel, label: int, attrs: torch.Tensor, gui
     labels_c = torch.tensor([label], device=dev) if model.label_names else None
     labels_u = torch.tensor([model.null_label], device=dev) if model.label_names else None
     den = model.denoiser
-
-    def cat(a, b):
-        return None if a is None else torch.cat([a, b])
+    separate = attr_guidance is not None and attr_guidance != guidance and bool(torch.isfinite(attrs).any())
+    # the branches: conditional, (class only,) unconditional
+    cond = torch.cat([cond_c, cond_u, cond_u] if separate else [cond_c, cond_u])
+    labels = None
+    if labels_c is not None:
+        labels = torch.cat([labels_c, labels_c, labels_u] if separate else [labels_c, labels_u])
 
     def fn(x: torch.Tensor, t) -> torch.Tensor:
-        if guidance == 1.0:
+        if not separate and guidance == 1.0:
             return den(x, t, cond=cond_c, labels=labels_c)
-        if guidance == 0.0:
+        if not separate and guidance == 0.0:
             return den(x, t, cond=cond_u, labels=labels_u)
+        n = 3 if separate else 2
         tt = torch.as_tensor(t, device=x.device, dtype=torch.float32).reshape(-1).expand(x.shape[0])
-        both = den(torch.cat([x, x]), torch.cat([tt, tt]), cond=cat(cond_c, cond_u),
-                   labels=cat(labels_c, labels_u))
-        x0_c, x0_u = both.chunk(2)
+        out = den(torch.cat([x] * n), torch.cat([tt] * n), cond=cond, labels=labels).chunk(n)
+        if separate:
+            x0_c, x0_k, x0_u = out
+            return x0_u + guidance * (x0_k - x0_u) + attr_guidance * (x0_c - x0_k)
+        x0_c, x0_u = out
         return x0_u + guidance * (x0_c - x0_u)
 
     return fn
@@ -44,14 +55,14 @@ def guided_denoiser(model: GenerationModel, label: int, attrs: torch.Tensor, gui
 @torch.no_grad()
 def sample_one(model: GenerationModel, *, label: int, attrs: torch.Tensor, guidance: float, sampler: str,
                steps: int, size: tuple[int, ...], seed: int, device: torch.device,
-               callback: Callable | None = None) -> np.ndarray:
+               callback: Callable | None = None, attr_guidance: float | None = None) -> np.ndarray:
     """One sample of ``size`` ((H, W) or (D, H, W)), in the model's range (about [-1, 1]). The noise comes
     from a CPU generator seeded with ``seed`` alone, so a seed gives the same sample in any batch."""
     from ldm_med.diffusion.samplers import sample
 
     f = model.ae.downsample
     latent = (*size[:-2], size[-2] // f, size[-1] // f)
-    fn = guided_denoiser(model, label, attrs.to(device), guidance, latent)
+    fn = guided_denoiser(model, label, attrs.to(device), guidance, latent, attr_guidance)
     gen = torch.Generator().manual_seed(int(seed))
     z = sample(sampler, fn, (1, model.latent_channels, *latent), model.sde, steps, generator=gen,
                device=device, callback=callback)

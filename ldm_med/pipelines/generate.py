@@ -101,7 +101,8 @@ def _sample(model, options, label, attrs, size, seed, device, callback):
     from ldm_med.generation.sampling import sample_one
 
     return sample_one(model, label=label, attrs=attrs, guidance=options.guidance, sampler=options.sampler,
-                      steps=options.steps, size=size, seed=seed, device=device, callback=callback)
+                      steps=options.steps, size=size, seed=seed, device=device, callback=callback,
+                      attr_guidance=options.attr_guidance)
 
 
 def _autocast(device: torch.device):

@@ -66,6 +66,49 @@ def test_guidance_and_attributes_change_the_sample(tiny_generator):
     assert not np.allclose(base, guided) and not np.allclose(low, high)
 
 
+class _BranchDenoiser:
+    """Says which branch it ran: 100 for a class label, +1 for a present attribute."""
+
+    def __call__(self, x, t, cond=None, labels=None):
+        value = 100.0 * (labels != NULL).float() + cond[:, 1].flatten(1).mean(1)
+        return value.reshape(-1, 1, 1, 1).expand_as(x)
+
+
+NULL = 4
+
+
+def test_attribute_guidance_is_a_third_branch_against_the_class_only_model():
+    from types import SimpleNamespace
+
+    from ldm_med.generation.sampling import guided_denoiser
+
+    model = SimpleNamespace(attributes={"n_sources": {}}, label_names=["a"] * NULL, null_label=NULL,
+                            denoiser=_BranchDenoiser())
+    x, attrs = torch.zeros(1, 2, 4, 4), torch.tensor([[0.3]])
+    two = guided_denoiser(model, 1, attrs, 2.0, (4, 4))(x, 0.5)
+    assert float(two.flatten()[0]) == pytest.approx(2.0 * 101.0)  # x0_u + g (x0_c - x0_u), x0_u = 0
+    three = guided_denoiser(model, 1, attrs, 2.0, (4, 4), attr_guidance=5.0)(x, 0.5)
+    assert float(three.flatten()[0]) == pytest.approx(2.0 * 100.0 + 5.0 * 1.0)  # class 2x, attribute 5x
+    same = guided_denoiser(model, 1, attrs, 2.0, (4, 4), attr_guidance=2.0)(x, 0.5)
+    assert torch.equal(same, two)
+    absent = torch.full((1, 1), float("nan"))  # no attribute asked: nothing to guide apart
+    assert torch.equal(guided_denoiser(model, 1, absent, 2.0, (4, 4), attr_guidance=5.0)(x, 0.5),
+                       guided_denoiser(model, 1, absent, 2.0, (4, 4))(x, 0.5))
+
+
+def test_attribute_guidance_end_to_end(tiny_generator):
+    def one(**kw):
+        return ldm_med.generate(_opts(tiny_generator, "astronomical", **kw)).volumes[0]
+
+    attrs = (("n_sources", 40.0),)
+    plain = one(attrs=attrs)
+    assert np.array_equal(one(attrs=attrs, attr_guidance=2.0).data, plain.data)  # equal scales
+    strong = one(attrs=attrs, attr_guidance=6.0)
+    assert not np.allclose(strong.data, plain.data)
+    assert strong.metadata["provenance"]["attr_guidance"] == 6.0
+    assert np.array_equal(one(attr_guidance=6.0).data, one().data)  # no attribute requested
+
+
 def test_out_of_range_attribute_is_clamped_with_a_warning(tiny_generator):
     with pytest.warns(UserWarning, match="outside the trained range"):
         result = ldm_med.generate(_opts(tiny_generator, attrs=(("body_diameter", 900.0),)))
@@ -81,6 +124,7 @@ def test_out_of_range_attribute_is_clamped_with_a_warning(tiny_generator):
     (["--preset", "medical-ct", "--dims", "3"], "a 2D model, but --dims 3"),
     (["--preset", "medical-ct", "--size", "262144", "262144"], "allocation cap"),
     (["--preset", "medical-ct", "--format", "png", "--n", "0"], "--n must be >= 1"),
+    (["--preset", "medical-ct", "--attr-guidance", "-1"], "--attr-guidance must be in [0, 20]"),
 ])
 def test_bad_requests_exit_2_with_one_line(tiny_generator, tmp_path, capsys, argv, message):
     # an unknown shipped preset is refused before any model is loaded
