@@ -19,8 +19,9 @@ def guided_denoiser(model: GenerationModel, label: int, attrs: torch.Tensor, gui
 
     ``attr_guidance`` (with an attribute requested) guides the attributes apart from the class, against
     the class-only branch (training drops the attributes alone too, so the network is that model as
-    well): ``x0_u + guidance * (x0_k - x0_u) + attr_guidance * (x0_c - x0_k)``, a third branch. Equal
-    scales give the formula above; ``None`` means equal."""
+    well): ``x0_u + guidance * (x0_k - x0_u) + attr_guidance * (x0_c - x0_k)``, a third branch (none
+    extra at ``guidance`` 1, where ``x0_u`` cancels). Equal scales give the formula above; ``None``
+    means equal."""
     k = len(model.attributes)
     dev = attrs.device
     cond_c = attribute_channels(attrs, latent, k)
@@ -29,25 +30,28 @@ def guided_denoiser(model: GenerationModel, label: int, attrs: torch.Tensor, gui
     labels_u = torch.tensor([model.null_label], device=dev) if model.label_names else None
     den = model.denoiser
     separate = attr_guidance is not None and attr_guidance != guidance and bool(torch.isfinite(attrs).any())
-    # the branches: conditional, (class only,) unconditional
-    cond = torch.cat([cond_c, cond_u, cond_u] if separate else [cond_c, cond_u])
-    labels = None
-    if labels_c is not None:
-        labels = torch.cat([labels_c, labels_c, labels_u] if separate else [labels_c, labels_u])
+    parts = [(cond_c, labels_c)]  # the branches: conditional,
+    if separate:
+        parts.append((cond_u, labels_c))  # class only,
+    if not separate or guidance != 1.0:
+        parts.append((cond_u, labels_u))  # unconditional (the class at guidance 1 needs none)
+    cond = torch.cat([c for c, _ in parts])
+    labels = None if labels_c is None else torch.cat([lab for _, lab in parts])
 
     def fn(x: torch.Tensor, t) -> torch.Tensor:
         if not separate and guidance == 1.0:
             return den(x, t, cond=cond_c, labels=labels_c)
         if not separate and guidance == 0.0:
             return den(x, t, cond=cond_u, labels=labels_u)
-        n = 3 if separate else 2
+        n = len(parts)
         tt = torch.as_tensor(t, device=x.device, dtype=torch.float32).reshape(-1).expand(x.shape[0])
         out = den(torch.cat([x] * n), torch.cat([tt] * n), cond=cond, labels=labels).chunk(n)
-        if separate:
-            x0_c, x0_k, x0_u = out
-            return x0_u + guidance * (x0_k - x0_u) + attr_guidance * (x0_c - x0_k)
-        x0_c, x0_u = out
-        return x0_u + guidance * (x0_c - x0_u)
+        if not separate:
+            x0_c, x0_u = out
+            return x0_u + guidance * (x0_c - x0_u)
+        x0_c, x0_k = out[:2]
+        x0 = x0_k if n == 2 else out[2] + guidance * (x0_k - out[2])  # the class, guided
+        return x0 + attr_guidance * (x0_c - x0_k)
 
     return fn
 

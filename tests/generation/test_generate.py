@@ -69,7 +69,10 @@ def test_guidance_and_attributes_change_the_sample(tiny_generator):
 class _BranchDenoiser:
     """Says which branch it ran: 100 for a class label, +1 for a present attribute."""
 
+    batches: list = []
+
     def __call__(self, x, t, cond=None, labels=None):
+        self.batches.append(x.shape[0])
         value = 100.0 * (labels != NULL).float() + cond[:, 1].flatten(1).mean(1)
         return value.reshape(-1, 1, 1, 1).expand_as(x)
 
@@ -89,6 +92,10 @@ def test_attribute_guidance_is_a_third_branch_against_the_class_only_model():
     assert float(two.flatten()[0]) == pytest.approx(2.0 * 101.0)  # x0_u + g (x0_c - x0_u), x0_u = 0
     three = guided_denoiser(model, 1, attrs, 2.0, (4, 4), attr_guidance=5.0)(x, 0.5)
     assert float(three.flatten()[0]) == pytest.approx(2.0 * 100.0 + 5.0 * 1.0)  # class 2x, attribute 5x
+    assert model.denoiser.batches[-1] == 3  # conditional, class only, unconditional
+    class_plain = guided_denoiser(model, 1, attrs, 1.0, (4, 4), attr_guidance=5.0)(x, 0.5)
+    assert float(class_plain.flatten()[0]) == pytest.approx(100.0 + 5.0 * 1.0)
+    assert model.denoiser.batches[-1] == 2  # at class guidance 1 the unconditional branch cancels
     same = guided_denoiser(model, 1, attrs, 2.0, (4, 4), attr_guidance=2.0)(x, 0.5)
     assert torch.equal(same, two)
     absent = torch.full((1, 1), float("nan"))  # no attribute asked: nothing to guide apart

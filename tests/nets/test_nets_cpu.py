@@ -55,9 +55,9 @@ def test_the_cpu_slice_budget_changes_no_decoded_value(monkeypatch):
     from ldm_med.nets import AutoencoderConfig, build_autoencoder
 
     torch.manual_seed(0)
-    ae = build_autoencoder(AutoencoderConfig(spatial_dims=2, in_channels=1, latent_channels=2,
-                                             channels=(8, 8), num_res_blocks=1, attention_levels=(False, False),
-                                             norm_num_groups=4)).eval()
+    cfg = AutoencoderConfig(spatial_dims=2, in_channels=1, latent_channels=2, channels=(8, 8),
+                            num_res_blocks=1, attention_levels=(False, False), norm_num_groups=4)
+    ae = build_autoencoder(cfg).eval()
     z = torch.randn(1, 2, 12, 8, 8)
     with torch.no_grad():
         monkeypatch.setattr(cpu, "CPU_SLICE_PIXELS", 10**9)  # one call
