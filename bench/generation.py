@@ -84,7 +84,7 @@ DECODER_NOISE = True
 ATTR_GUIDANCE = None
 
 
-def generate(preset: str, dims: int, ckpt, n: int, seed: int, attrs=(), steps: int = 20, guidance=2.0):
+def generate(preset: str, dims: int, ckpt, n: int, seed: int, attrs=(), steps: int = 20, guidance=None):
     opts = ldm_med.GenerateOptions(preset=preset, dims=dims, n=n, seed=seed, attrs=attrs, steps=steps,
                                    guidance=guidance, attr_guidance=ATTR_GUIDANCE, device="cpu",
                                    checkpoint=ckpt,
@@ -171,7 +171,8 @@ def main() -> int:
                          "cover (min to max over --range-n of them; the 3D astronomical cubes hold 3-26 "
                          "sources, the declared range goes to 60)")
     ap.add_argument("--range-n", type=int, default=100, help="training samples for --sweep-range trained")
-    ap.add_argument("--steps", type=int, default=20), ap.add_argument("--guidance", type=float, default=2.0)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--guidance", type=float, help="default: the model's setting per class, else 2")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-decoder-noise", action="store_true",
                     help="sample the decoder's mean (compares denoisers alone)")
@@ -188,8 +189,10 @@ def main() -> int:
     heading = "Generation" if args.section == "generation" else f"Generation: {args.section}"
     sections = [f"## {heading} (`{command.strip()}`)", "",
                 f"CPU, {args.threads} threads, load average at the start {os.getloadavg()[0]:.1f}; "
-                f"sampler dpm++2m, {args.steps} steps, guidance {args.guidance:g}, attribute guidance "
-                f"{args.guidance if args.attr_guidance is None else args.attr_guidance:g}, decoder noise "
+                f"sampler dpm++2m, {args.steps} steps, guidance "
+                f"{'as the model records per class, else 2' if args.guidance is None else args.guidance}, "
+                f"attribute guidance {'as guidance' if args.attr_guidance is None else args.attr_guidance}, "
+                "decoder noise "
                 f"{'off' if args.no_decoder_noise else 'on'}. Distances are energy "
                 "distances to held-out generator samples (lower is better; see "
                 "`ldm_med/generation/quality.py`).", ""]

@@ -158,7 +158,8 @@ def preset_attributes() -> dict[str, dict]:
 def generation_model_info(checkpoint: str | Path | None = None, dims: int = 2) -> dict:
     """What a generation model file offers (default: the shipped one for ``dims``): ``{"file", "dims",
     "arch", "size", "classes": {name: {"modality", "format", "attributes": {name: {"unit", "low",
-    "high", "description"}}}}}``. Loads the model (torch)."""
+    "high", "description"}}, "sampling": {...}}}}``, ``sampling`` the class's recorded guidance
+    settings (empty: the defaults). Loads the model (torch)."""
     from ldm_med.generation.model import load_generation_model
     from ldm_med.pipelines.generate import class_attributes
 
@@ -167,6 +168,7 @@ def generation_model_info(checkpoint: str | Path | None = None, dims: int = 2) -
     for name in model.label_names:
         info = model.classes[name]
         classes[name] = {"modality": info["modality"], "format": info["natural_format"],
-                         "attributes": {a: model.attributes[a] for a in class_attributes(model, name)}}
+                         "attributes": {a: model.attributes[a] for a in class_attributes(model, name)},
+                         "sampling": dict(info.get("sampling", {}))}
     return {"file": str(model.path), "dims": model.dims, "arch": model.arch, "size": list(model.size),
             "classes": classes}

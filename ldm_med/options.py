@@ -97,6 +97,7 @@ class ReconstructOptions:
         return self.method == "ldm" and (self.refine == "off" or self.samples > 1)
 
 
+DEFAULT_GUIDANCE = 2.0  # classifier-free guidance where the model records no setting for the class
 PRESET_NAMES = ("medical-ct", "medical-mr", "molecular", "astronomical")  # ldm_med.data.presets.PRESETS
 FORMATS = ("nifti", "mrc", "fits", "tiff", "png")
 
@@ -111,9 +112,12 @@ class GenerateOptions:
         dims: 2 (images) or 3 (volumes): picks the shipped model.
         size: ``(H, W)`` or ``(D, H, W)``; default the model's training size.
         n: number of samples; sample ``i`` uses seed ``seed + i``.
-        guidance: classifier-free guidance scale (0: unconditional, 1: conditional, > 1: stronger).
+        guidance: classifier-free guidance scale (0: unconditional, 1: conditional, > 1: stronger);
+            ``None``: the setting the model records for the class (its ``sampling`` entry, measured),
+            else ``DEFAULT_GUIDANCE``.
         attr_guidance: guidance of the requested attributes apart from the class, against the
-            class-only prediction (a third branch per step); ``None``: the same as ``guidance``.
+            class-only prediction (a third branch per step); ``None``: the model's setting for the class
+            when ``guidance`` is ``None`` too, else the same as ``guidance``.
         attrs: ``(name, value)`` pairs in the attribute's unit; values outside the trained range are
             clamped to it, with a warning.
         sampler, steps: the diffusion sampler and its number of steps.
@@ -127,7 +131,7 @@ class GenerateOptions:
     dims: int = 2
     size: tuple[int, ...] | None = None
     n: int = 1
-    guidance: float = 2.0
+    guidance: float | None = None
     attr_guidance: float | None = None
     attrs: tuple[tuple[str, float], ...] = ()
     seed: int = 0
@@ -147,7 +151,7 @@ class GenerateOptions:
                              f"got {list(self.size)}")
         if self.n < 1:
             raise InputError(f"--n must be >= 1, got {self.n}")
-        if not 0.0 <= self.guidance <= 20.0:
+        if self.guidance is not None and not 0.0 <= self.guidance <= 20.0:
             raise InputError(f"--guidance must be in [0, 20], got {self.guidance}")
         if self.attr_guidance is not None and not 0.0 <= self.attr_guidance <= 20.0:
             raise InputError(f"--attr-guidance must be in [0, 20], got {self.attr_guidance}")

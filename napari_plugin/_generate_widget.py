@@ -43,6 +43,7 @@ class GenerateWidget(JobControls, Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         import ldm_med
+        from ldm_med.options import DEFAULT_GUIDANCE
 
         super().__init__(labels=True)
         self.viewer = viewer
@@ -57,7 +58,11 @@ class GenerateWidget(JobControls, Container):
         self.size.native.setPlaceholderText("model's size")
         self.n = SpinBox(label="samples", min=1, max=64, value=defaults.n,
                          tooltip="sample i uses seed + i; each becomes a layer")
-        self.guidance = FloatSpinBox(label="guidance", min=0.0, max=20.0, step=0.5, value=defaults.guidance,
+        self.model_guidance = CheckBox(text="guidance: the model's setting", value=True,
+                                       tooltip="the guidance the model records for the preset (measured; "
+                                               "3D astronomical: 1, attribute 5), else 2")
+        self.guidance = FloatSpinBox(label="guidance", min=0.0, max=20.0, step=0.5, enabled=False,
+                                     value=DEFAULT_GUIDANCE,
                                      tooltip="classifier-free guidance: 0 unconditional, 1 conditional, "
                                              "> 1 stronger")
         self.condition = CheckBox(text="condition on", value=False)
@@ -85,9 +90,9 @@ class GenerateWidget(JobControls, Container):
         for label in (self.info, self.status):
             label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
             label.native.setWordWrap(True)
-        self.extend([self.preset, self.dims, self.size, self.n, self.guidance, self.condition,
-                     self.attr_value, self.seed, self.show_advanced, self.advanced, self.device,
-                     self.model, self.checkpoint, self.info,
+        self.extend([self.preset, self.dims, self.size, self.n, self.model_guidance, self.guidance,
+                     self.condition, self.attr_value, self.seed, self.show_advanced, self.advanced,
+                     self.device, self.model, self.checkpoint, self.info,
                      Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                                labels=False), self.status])
         self._connect()
@@ -98,6 +103,7 @@ class GenerateWidget(JobControls, Container):
         self.preset.changed.connect(self._on_preset)
         self.condition.changed.connect(lambda v: setattr(self.attr_value, "enabled", v))
         self.separate_attr.changed.connect(lambda v: setattr(self.attr_guidance, "enabled", v))
+        self.model_guidance.changed.connect(lambda v: setattr(self.guidance, "enabled", not v))
         self.model.changed.connect(lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT))
         self.show_advanced.changed.connect(lambda v: setattr(self.advanced, "visible", v))
         for w in (self.dims, self.size, self.n, self.guidance, self.condition, self.attr_value, self.steps,
@@ -145,7 +151,8 @@ class GenerateWidget(JobControls, Container):
             attrs = ((self.attributes[self.preset.value]["name"], float(self.attr_value.value)),)
         return ldm_med.GenerateOptions(
             preset=self.preset.value, dims=self.dims.value, size=parse_size(self.size.value, self.dims.value),
-            n=self.n.value, guidance=float(self.guidance.value), attrs=attrs, seed=self.seed.value,
+            n=self.n.value, guidance=None if self.model_guidance.value else float(self.guidance.value),
+            attrs=attrs, seed=self.seed.value,
             attr_guidance=float(self.attr_guidance.value) if self.separate_attr.value else None,
             sampler=self.sampler.value, steps=self.steps.value, device=self.device.value,
             checkpoint=checkpoint)

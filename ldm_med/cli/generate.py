@@ -21,11 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, nargs="+", metavar="N",
                    help="H W (2D) or D H W (3D); default the model's training size (128 128 or 64 64 64)")
     p.add_argument("--n", type=int, default=4, help="number of samples (default 4)")
-    p.add_argument("--guidance", type=float, default=2.0,
-                   help="classifier-free guidance: 0 unconditional, 1 conditional, >1 stronger (default 2)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance: 0 unconditional, 1 conditional, >1 stronger (default: "
+                        "the model's measured setting for the preset, shown by --list; else 2)")
     p.add_argument("--attr-guidance", type=float, default=None, metavar="G",
                    help="guidance of the --attr values apart from the class (against the class-only "
-                        "model; one more network pass per step); default: the same as --guidance")
+                        "model; one more network pass per step); default: the model's setting with the "
+                        "default --guidance, else the same as --guidance")
     p.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
                    help="attribute to condition on, in its unit, e.g. n_sources=40 (repeatable); "
                         "`ldm-med generate --list` shows each preset's attribute and range")
@@ -91,5 +93,8 @@ def list_presets(args: argparse.Namespace) -> int:
           f"{' x '.join(map(str, info['size']))}")
     for name, c in info["classes"].items():
         attrs = [f"{a}=[{s['low']:g}, {s['high']:g}] {s['unit']}" for a, s in c["attributes"].items()]
-        print(f"  {name:<14} {c['modality']:<6} {c['format']:<6} {'; '.join(attrs) or '-'}")
+        sampling = c.get("sampling", {})
+        labels = (("guidance", "guidance"), ("attr_guidance", "attribute guidance"))
+        scales = "".join(f"; {label} {sampling[key]:g}" for key, label in labels if key in sampling)
+        print(f"  {name:<14} {c['modality']:<6} {c['format']:<6} {'; '.join(attrs) or '-'}{scales}")
     return 0

@@ -49,6 +49,7 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
     label, size = check_request(model, options)
     attrs, notes = attribute_vector(model, options)
     info = model.classes[options.preset]
+    options = sampling_settings(options, info)
     total = options.n * options.steps
     done = [0]
 
@@ -71,6 +72,23 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
     if done[0] < total:
         report(total)
     return Generation(volumes, options, time.perf_counter() - start, info["natural_format"], notes)
+
+
+def sampling_settings(options: GenerateOptions, info: dict) -> GenerateOptions:
+    """``options`` with the guidance scales filled in: where ``guidance`` is not given, the class's own
+    setting recorded in the model (``sampling``: ``guidance`` and ``attr_guidance``, chosen by a
+    measurement named in its ``why``), else ``DEFAULT_GUIDANCE``. An explicit ``guidance`` takes no
+    recorded attribute guidance (its scale was measured with the recorded class guidance)."""
+    from dataclasses import replace
+
+    from ldm_med.options import DEFAULT_GUIDANCE
+
+    if options.guidance is not None:
+        return options
+    recorded = info.get("sampling", {})
+    attr = options.attr_guidance if options.attr_guidance is not None else recorded.get("attr_guidance")
+    return replace(options, guidance=float(recorded.get("guidance", DEFAULT_GUIDANCE)),
+                   attr_guidance=None if attr is None else float(attr))
 
 
 def _grain(x: np.ndarray, info: dict, rng: np.random.Generator) -> np.ndarray | float:

@@ -251,3 +251,44 @@ def test_the_decoder_bias_correction_applies_with_and_without_the_grain(tiny_gen
         moved = ldm_med.generate(_opts(offset, "medical-mr", decoder_noise=noise)).volumes[0].data
         shift = moved.astype(np.float64) - plain
         assert shift.mean() > 0 and shift.std() < 1e-3 * shift.mean()  # everywhere the same offset
+
+
+def test_sampling_settings_come_from_the_model_where_guidance_is_not_given():
+    from ldm_med.pipelines.generate import sampling_settings
+
+    recorded = {"sampling": {"guidance": 1.0, "attr_guidance": 5.0, "why": "measured"}}
+    opts = sampling_settings(GenerateOptions(preset="astronomical"), recorded)
+    assert (opts.guidance, opts.attr_guidance) == (1.0, 5.0)
+    opts = sampling_settings(GenerateOptions(preset="astronomical"), {})  # nothing recorded
+    assert (opts.guidance, opts.attr_guidance) == (2.0, None)
+    explicit = sampling_settings(GenerateOptions(preset="astronomical", guidance=3.0), recorded)
+    assert (explicit.guidance, explicit.attr_guidance) == (3.0, None)  # recorded scales belong together
+    own = sampling_settings(GenerateOptions(preset="astronomical", attr_guidance=2.0), recorded)
+    assert (own.guidance, own.attr_guidance) == (1.0, 2.0)
+
+
+def test_a_recorded_setting_is_used_listed_and_written_into_the_files(tiny_generator, tmp_path, capsys):
+    import shutil
+
+    from ldm_med.errors import InputError
+    from ldm_med.train.recommend import main as recommend
+    from ldm_med.train.recommend import record_sampling
+
+    model = tmp_path / "model.safetensors"
+    shutil.copy(tiny_generator, model)
+    assert recommend([str(model), "astronomical", "--guidance", "1", "--attr-guidance", "5",
+                      "--why", "a test"]) == 0
+    assert main(["generate", "--list", "--checkpoint", str(model)]) == 0
+    assert "guidance 1; attribute guidance 5" in capsys.readouterr().out
+    result = ldm_med.generate(_opts(model, "astronomical", attrs=(("n_sources", 30.0),)))
+    prov = result.volumes[0].metadata["provenance"]
+    assert (prov["guidance"], prov["attr_guidance"]) == (1.0, 5.0)
+    again = ldm_med.generate(_opts(model, "astronomical", attrs=(("n_sources", 30.0),), guidance=1.0,
+                                   attr_guidance=5.0))
+    np.testing.assert_array_equal(again.volumes[0].data, result.volumes[0].data)
+    other = ldm_med.generate(_opts(model, "medical-ct")).volumes[0].metadata["provenance"]
+    assert other["guidance"] == 2.0  # nothing recorded for that class
+    with pytest.raises(InputError, match="no class 'galaxy'"):
+        record_sampling(str(model), "galaxy", {"guidance": 1.0})
+    with pytest.raises(SystemExit):
+        recommend([str(model), "astronomical"])  # no --guidance

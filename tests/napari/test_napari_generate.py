@@ -91,6 +91,9 @@ def test_the_attribute_control_follows_the_preset(viewer):
     widget.attr_value.value = 12.5
     assert widget.options().attrs == (("radius_of_gyration", 12.5),)
     assert widget.options().attr_guidance is None and not widget.attr_guidance.enabled
+    assert widget.options().guidance is None and not widget.guidance.enabled  # the model's setting
+    widget.model_guidance.value = False
+    assert widget.guidance.enabled and widget.options().guidance == 2.0
     widget.separate_attr.value = True  # advanced: the attribute's own guidance scale
     assert widget.attr_guidance.enabled and widget.options().attr_guidance == 5.0
     # size: one number for every axis, or one per axis; the wrong count is shown before any run
