@@ -72,19 +72,9 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
     opts = opts or AdaptOptions()
     missing = np.asarray(missing, dtype=bool)
     report = progress or no_progress
-    candidates = {PRETRAINED: net}
-    result, tuned_steps, checker, steps, skipped = Check(), 0, None, opts.steps, False
-    if opts.blend:
-        report("check", 0, 1)
-        checker = HiddenSliceCheck(x_c, missing, opts.check_stride, device, opts.apply_batch)
-        result = checker.score(candidates, fixed=(PRETRAINED,), inplane=opts.inplane_view and not steps)
-        skipped = bool(steps and result.rmse and result.margin_db(PRETRAINED) > opts.skip_margin)
-        if skipped:
-            steps = 0  # the pretrained refiner is far ahead of every interpolation: fine-tuning buys nothing
-            if opts.inplane_view:
-                result = checker.score(candidates, fixed=(PRETRAINED,), inplane=True)
-        report("check", 1, 1)
-    if steps > 0:
+    candidates, tuned_steps = {PRETRAINED: net}, 0
+    checker, result, skipped = _first_check(net, x_c, missing, opts, device, report)
+    if opts.steps > 0 and not skipped:
         pretrained = copy.deepcopy(net)
         held = holdout_masks(missing) if opts.blend else []
         early = bool(result.rmse) and opts.stop_every > 0
@@ -102,6 +92,25 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
     weights = result.weights or {TUNED if TUNED in candidates else PRETRAINED: 1.0}
     fill = functools.partial(_blend, weights, candidates, opts=opts, device=device)
     return Refined(fill(x_c, missing, report=report), result, fill, tuned_steps, skipped)
+
+
+def _first_check(net, x_c: np.ndarray, missing: np.ndarray, opts: AdaptOptions, device,
+                 report: Progress) -> tuple[HiddenSliceCheck | None, Check, bool]:
+    """The check before any fine-tuning (none with ``blend=False``), the pretrained refiner against the
+    interpolations, and whether the fine-tuning is skipped: the refiner is more than
+    ``opts.skip_margin`` dB ahead of the best interpolation there. Without fine-tuning this is the
+    final choice, with the second view when asked."""
+    if not opts.blend:
+        return None, Check(), False
+    report("check", 0, 1)
+    checker = HiddenSliceCheck(x_c, missing, opts.check_stride, device, opts.apply_batch)
+    nets, final = {PRETRAINED: net}, opts.inplane_view and not opts.steps
+    result = checker.score(nets, fixed=(PRETRAINED,), inplane=final)
+    skipped = bool(opts.steps and result.rmse and result.margin_db(PRETRAINED) > opts.skip_margin)
+    if skipped and opts.inplane_view:
+        result = checker.score(nets, fixed=(PRETRAINED,), inplane=True)
+    report("check", 1, 1)
+    return checker, result, skipped
 
 
 class _EarlyStop:
