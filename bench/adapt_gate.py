@@ -30,14 +30,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from reconstruction import eval_volumes  # noqa: E402
 
 from ldm_med import ReconstructOptions, metrics, reconstruct  # noqa: E402
+from ldm_med.inpainting.adapt import PRETRAINED  # noqa: E402
+from ldm_med.inpainting.blend import Check  # noqa: E402
 from ldm_med.inpainting.interpolate import METHODS  # noqa: E402
 from ldm_med.masks import GAP_PATTERNS  # noqa: E402
-
-
-def margin_db(check_rmse: dict[str, float]) -> float:
-    """How much better the pretrained refiner did than the best interpolation on the check, in dB."""
-    best = min(v for k, v in check_rmse.items() if k in METHODS)
-    return 20.0 * math.log10(best / check_rmse["pretrained"])
 
 
 def cell(name, vol, pattern, seed=0) -> dict:
@@ -51,7 +47,8 @@ def cell(name, vol, pattern, seed=0) -> dict:
     full = reconstruct(vol, missing, replace(ReconstructOptions(device="cpu"), skip_margin=math.inf))
     info_pre = pre.volume.metadata["reconstruction"]
     info = full.volume.metadata["reconstruction"]
-    return {"volume": name, "pattern": pattern, "margin_db": margin_db(info_pre["check_rmse"]),
+    margin = Check(rmse=info_pre["check_rmse"]).margin_db(PRETRAINED)  # before any fine-tuning
+    return {"volume": name, "pattern": pattern, "margin_db": margin,
             "best_baseline": base, "pretrained": psnr(pre), "adapt": psnr(full),
             "steps_kept": info["adapt_steps_used"], "budget": info["adapt_budget"],
             "s_pretrained": pre.seconds, "s_adapt": full.seconds}

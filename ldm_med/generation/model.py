@@ -89,3 +89,17 @@ def _load(path: str, device: str) -> GenerationModel:
         size=tuple(int(s) for s in extra["size"]), label_names=list(extra.get("label_names", [])),
         attributes=dict(extra.get("attributes", {})), classes=dict(extra["classes"]),
         arch=str(den.config["model"].get("arch", "unet")), path=Path(path), sha256=sha256_file(path))
+
+
+def rewrite_classes(path: str | Path, edit, out: str | Path | None = None, half: bool = True) -> Path:
+    """Write the generation model ``path`` again (to ``out``, default in place) with its per-class
+    metadata changed by ``edit(classes)`` (``{name: info}``, edited in place); weights unchanged. The
+    export tools (``ldm_med.train.regrain``, ``ldm_med.train.recommend``) go through here."""
+    from ldm_med.checkpoint import load_model, save_model
+
+    src = load_model(path)
+    extra = dict(src.extra)
+    extra["classes"] = {k: dict(v) for k, v in extra.get("classes", {}).items()}
+    edit(extra["classes"])
+    return save_model(out or path, src.model, kind=src.kind, config=src.config, extra=extra, half=half)
+

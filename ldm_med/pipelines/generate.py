@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from ldm_med.errors import InputError
 from ldm_med.generation.model import GenerationModel, load_generation_model
-from ldm_med.options import GenerateOptions
+from ldm_med.options import DEFAULT_GUIDANCE, GenerateOptions
 from ldm_med.progress import Progress, no_progress
 from ldm_med.volume import Volume
 
@@ -79,10 +79,6 @@ def sampling_settings(options: GenerateOptions, info: dict) -> GenerateOptions:
     setting recorded in the model (``sampling``: ``guidance`` and ``attr_guidance``, chosen by a
     measurement named in its ``why``), else ``DEFAULT_GUIDANCE``. An explicit ``guidance`` takes no
     recorded attribute guidance (its scale was measured with the recorded class guidance)."""
-    from dataclasses import replace
-
-    from ldm_med.options import DEFAULT_GUIDANCE
-
     if options.guidance is not None:
         return options
     recorded = info.get("sampling", {})

@@ -152,10 +152,11 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
     x = x_lin = imap.forward(anchor).astype(np.float32)  # (Z, A, B) normalised
     fill = None
     if refiner is not None:
-        skip = opts.skip_margin if opts.skip_margin is not None else SKIP_FINE_TUNING_ABOVE_DB.get(modality)
+        skip = opts.skip_margin
+        if skip is None:  # the modality's own rule
+            skip = SKIP_FINE_TUNING_ABOVE_DB.get(modality, math.inf)
         x, fill, choice = refined(refiner, volume, x, missing, opts, device, progress,
-                                  second_view=modality in SECOND_VIEW_MODALITIES,
-                                  skip_margin=math.inf if skip is None else skip)
+                                  second_view=modality in SECOND_VIEW_MODALITIES, skip_margin=skip)
         info.update(choice)
     estimate, samples = x[missing], None
     if opts.uses_diffusion:
@@ -203,7 +204,7 @@ def refined(net, volume: Volume, x_c: np.ndarray, missing: np.ndarray, opts: Rec
     was chosen, for the metadata. ``second_view``: the blend is also chosen on in-plane rows at the
     real gap geometry (``blend.py``); ``skip_margin``: no fine-tuning when the pretrained refiner is
     that many dB ahead of the best interpolation on the check."""
-    from ldm_med.inpainting.adapt import adapt_and_refine
+    from ldm_med.inpainting.adapt import PRETRAINED, adapt_and_refine
     from ldm_med.inpainting.refine import AdaptOptions
 
     steps = opts.adapt_budget(int(missing.sum()) * x_c.shape[1] * x_c.shape[2])
@@ -215,7 +216,7 @@ def refined(net, volume: Volume, x_c: np.ndarray, missing: np.ndarray, opts: Rec
     choice = {"adapt_budget": steps, "adapt_steps_used": out.tuned_steps,
               "blend": {k: round(w, 4) for k, w in check.weights.items()}}
     if out.skipped:
-        margin = check.margin_db("pretrained")
+        margin = check.margin_db(PRETRAINED)
         choice["adapt_skipped"] = (f"the shipped refiner was {margin:.2f} dB ahead of the best interpolation "
                                    f"on the check (more than {skip_margin:g} dB)")
     if check.rmse:

@@ -11,20 +11,17 @@ import argparse
 
 def record_sampling(path: str, name: str, sampling: dict | None, half: bool = True) -> str:
     """Write the model ``path`` again with ``sampling`` (or none) as class ``name``'s settings."""
-    from ldm_med.checkpoint import load_model, save_model
     from ldm_med.errors import InputError
+    from ldm_med.generation.model import rewrite_classes
 
-    src = load_model(path)
-    extra = dict(src.extra)
-    classes = {k: dict(v) for k, v in extra.get("classes", {}).items()}
-    if name not in classes:
-        raise InputError(f"{path}: no class {name!r}; it has {', '.join(classes) or 'none'}")
-    classes[name].pop("sampling", None)
-    if sampling:
-        classes[name]["sampling"] = sampling
-    extra["classes"] = classes
-    return str(save_model(path, src.model, kind=src.kind, config=src.config, extra=extra, half=half))
+    def record(classes: dict[str, dict]) -> None:
+        if name not in classes:
+            raise InputError(f"{path}: no class {name!r}; it has {', '.join(classes) or 'none'}")
+        classes[name].pop("sampling", None)
+        if sampling:
+            classes[name]["sampling"] = sampling
 
+    return str(rewrite_classes(path, record, half=half))
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

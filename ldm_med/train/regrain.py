@@ -13,22 +13,23 @@ def add_profiles(path: str, out: str | None = None, per_class: int | None = None
     (the recipe's first seeds, as training draws them) and write the model again with ``grain``,
     ``grain_envelope`` and ``decoder_bias`` (and a re-measured ``residual_std``) in each class; ``out``
     defaults to ``path``."""
-    from ldm_med.checkpoint import load_model, save_model
-    from ldm_med.generation.model import load_generation_model
+    from ldm_med.checkpoint import load_model
+    from ldm_med.generation.model import load_generation_model, rewrite_classes
     from ldm_med.train.gendata import preset_sample
 
     src, model = load_model(path), load_generation_model(path)
     seeds = {s["preset"]: int(s["seed"]) for s in src.config["data"]["sources"] if s.get("preset")}
     per_class = per_class or (24 if model.dims == 2 else 6)
-    extra = dict(src.extra)
-    extra["classes"] = {k: dict(v) for k, v in extra["classes"].items()}
-    for info in extra["classes"].values():
-        if info.get("preset") in seeds:
-            first = seeds[info["preset"]]
-            x = np.stack([preset_sample(info["preset"], first + i, model.size)[0] for i in range(per_class)])
-            info.update(measure_grain(model.ae, x).as_class_info())
-    return str(save_model(out or path, src.model, kind=src.kind, config=src.config, extra=extra, half=half))
 
+    def add(classes: dict[str, dict]) -> None:
+        for info in classes.values():
+            if info.get("preset") in seeds:
+                first = seeds[info["preset"]]
+                x = np.stack([preset_sample(info["preset"], first + i, model.size)[0]
+                              for i in range(per_class)])
+                info.update(measure_grain(model.ae, x).as_class_info())
+
+    return str(rewrite_classes(path, add, out, half))
 
 if __name__ == "__main__":
     import sys
