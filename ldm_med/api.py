@@ -145,14 +145,36 @@ def save_generation(generation, out_dir: str | Path, *, fmt: str | None = None,
     return paths
 
 
-def preset_attributes() -> dict[str, dict]:
+def preset_attributes(dims: int | None = None) -> dict[str, dict]:
     """Each shipped preset's attribute, without torch: ``{preset: {"name", "unit", "low", "high",
-    "description"}}``, ``low``-``high`` being the range the shipped models were trained on."""
+    "description"}}``. ``low``-``high``: the preset's declared range; with ``dims``, the part of it the
+    shipped ``dims``-D model's training samples cover where its file records that (``attribute_ranges``;
+    the 3D astronomical cubes hold fewer sources than the 2D sky images)."""
     from dataclasses import asdict
 
     from ldm_med.data.presets import PRESETS
 
-    return {name: asdict(preset.attribute) for name, preset in PRESETS.items()}
+    attrs = {name: asdict(preset.attribute) for name, preset in PRESETS.items()}
+    recorded = _shipped_attribute_ranges(dims) if dims is not None else {}
+    for name, attr in attrs.items():
+        if attr["name"] in recorded.get(name, {}):
+            attr["low"], attr["high"] = map(float, recorded[name][attr["name"]])
+    return attrs
+
+
+def _shipped_attribute_ranges(dims: int) -> dict[str, dict]:
+    """``{class: {attribute: [low, high]}}`` from the shipped generation model's header (read without
+    torch: the napari widget asks before anything loads)."""
+    import json
+
+    from safetensors import safe_open
+
+    path = Path(__file__).parent / "models" / f"generator_{dims}d.safetensors"  # generation.model's default
+    if not path.is_file():
+        return {}
+    with safe_open(str(path), framework="numpy") as f:
+        classes = json.loads((f.metadata() or {}).get("extra", "{}")).get("classes", {})
+    return {name: info.get("attribute_ranges", {}) for name, info in classes.items()}
 
 
 def generation_model_info(checkpoint: str | Path | None = None, dims: int = 2) -> dict:
@@ -161,14 +183,17 @@ def generation_model_info(checkpoint: str | Path | None = None, dims: int = 2) -
     "high", "description"}}, "sampling": {...}}}}``, ``sampling`` the class's recorded guidance
     settings (empty: the defaults). Loads the model (torch)."""
     from ldm_med.generation.model import load_generation_model
-    from ldm_med.pipelines.generate import class_attributes
+    from ldm_med.pipelines.generate import attribute_range, class_attributes
 
     model = load_generation_model(checkpoint, dims)
     classes = {}
     for name in model.label_names:
         info = model.classes[name]
+        attrs = {}
+        for a in class_attributes(model, name):
+            low, high = attribute_range(model, name, a)
+            attrs[a] = {**model.attributes[a], "low": low, "high": high}
         classes[name] = {"modality": info["modality"], "format": info["natural_format"],
-                         "attributes": {a: model.attributes[a] for a in class_attributes(model, name)},
-                         "sampling": dict(info.get("sampling", {}))}
+                         "attributes": attrs, "sampling": dict(info.get("sampling", {}))}
     return {"file": str(model.path), "dims": model.dims, "arch": model.arch, "size": list(model.size),
             "classes": classes}

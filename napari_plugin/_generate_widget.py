@@ -47,8 +47,9 @@ class GenerateWidget(JobControls, Container):
 
         super().__init__(labels=True)
         self.viewer = viewer
-        self.attributes = ldm_med.preset_attributes()  # {preset: {name, unit, low, high, description}}
         defaults = ldm_med.GenerateOptions(ldm_med.PRESET_NAMES[0])
+        # {preset: {name, unit, low, high, description}}, the range the shipped model of these dims covers
+        self.attributes = ldm_med.preset_attributes(defaults.dims)
         self.preset = ComboBox(label="preset", choices=list(ldm_med.PRESET_NAMES))
         self.dims = ComboBox(label="dimensions", choices=[("2D image", 2), ("3D volume", 3)],
                              value=defaults.dims)
@@ -101,6 +102,7 @@ class GenerateWidget(JobControls, Container):
     # -- wiring -------------------------------------------------------------------------------
     def _connect(self) -> None:
         self.preset.changed.connect(self._on_preset)
+        self.dims.changed.connect(self._on_dims)
         self.condition.changed.connect(lambda v: setattr(self.attr_value, "enabled", v))
         self.separate_attr.changed.connect(lambda v: setattr(self.attr_guidance, "enabled", v))
         self.model_guidance.changed.connect(lambda v: setattr(self.guidance, "enabled", not v))
@@ -125,6 +127,14 @@ class GenerateWidget(JobControls, Container):
             self.attr_value.value = round((lo + hi) / 2.0, 0 if count else 1)
         self.attr_value.tooltip = f"{attr['name']} in {attr['unit']}, {lo:g} to {hi:g}"
         self._update_info()
+
+    def _on_dims(self, dims: int) -> None:
+        """The 2D and 3D models were trained on different attribute ranges (3D sky cubes hold fewer
+        sources): point the attribute controls at the chosen model's."""
+        import ldm_med
+
+        self.attributes = ldm_med.preset_attributes(dims)
+        self._on_preset()
 
     def _update_info(self, _value: Any = None) -> None:
         try:

@@ -158,6 +158,14 @@ def class_attributes(model: GenerationModel, name: str) -> list[str]:
     return [get_preset(preset).attribute.name]
 
 
+def attribute_range(model: GenerationModel, cls: str, name: str) -> tuple[float, float]:
+    """The values of attribute ``name`` class ``cls`` can be asked for: the range its training samples
+    cover where the model records it (``attribute_ranges``), else the attribute's declared range."""
+    spec = model.attributes[name]
+    lo, hi = model.classes[cls].get("attribute_ranges", {}).get(name, (spec["low"], spec["high"]))
+    return float(lo), float(hi)
+
+
 def attribute_vector(model: GenerationModel, options: GenerateOptions) -> tuple[torch.Tensor, list[str]]:
     """``(1, K)`` normalised requested attributes (NaN where not requested), and the clamping notes."""
     allowed = class_attributes(model, options.preset)
@@ -168,14 +176,15 @@ def attribute_vector(model: GenerationModel, options: GenerateOptions) -> tuple[
             raise InputError(f"unknown attribute {name!r} for {options.preset}; it has "
                              f"{', '.join(allowed) or 'none'}")
         spec = model.attributes[name]
-        lo, hi = float(spec["low"]), float(spec["high"])
-        if not lo <= value <= hi:
-            clamped = min(max(value, lo), hi)
-            note = (f"{name}={value:g} is outside the trained range [{lo:g}, {hi:g}] {spec['unit']}; "
-                    f"clamped to {clamped:g}")
+        low, high = attribute_range(model, options.preset, name)
+        if not low <= value <= high:
+            clamped = min(max(value, low), high)
+            note = (f"{name}={value:g} is outside the trained range of {options.preset} [{low:g}, {high:g}] "
+                    f"{spec['unit']}; clamped to {clamped:g}")
             warnings.warn(note, UserWarning, stacklevel=3)
             notes.append(note)
             value = clamped
+        lo, hi = float(spec["low"]), float(spec["high"])  # the conditioning's normalisation
         vec[0, list(model.attributes).index(name)] = 2.0 * (value - lo) / (hi - lo) - 1.0
     return vec, notes
 

@@ -72,6 +72,36 @@ def preset_sample(name: str, seed: int, crop: tuple[int, ...]) -> tuple[np.ndarr
                                                                                else data)}
 
 
+# Training samples per preset class whose measured attribute gives the class's trained range; below
+# RANGE_MIN_SAMPLES (a test recipe) the declared range stands.
+RANGE_SAMPLES, RANGE_MIN_SAMPLES = 100, 20
+
+
+def preset_ranges(sources: Sequence[Source], crop: Sequence[int],
+                  n: int = RANGE_SAMPLES) -> dict[str, dict[str, list[float]]]:
+    """Per preset class, ``{attribute: [low, high]}``: the part of the preset's declared range that its
+    first ``n`` training samples (the source's first seeds) cover, measured as training measures them.
+    A preset's declared range can be wider than what one size of sample holds: the 3D astronomical
+    cubes hold 3-26 sources where the range, the 2D sky images', goes to 60. Classes with fewer than
+    ``RANGE_MIN_SAMPLES`` samples, or whose values do not span the range, are left out."""
+    from ldm_med.data.presets import get_preset
+    from ldm_med.generation.quality import covered_range
+
+    out: dict[str, dict[str, list[float]]] = {}
+    for src in sources:
+        if src.preset is None or src.class_name in out or min(n, src.count) < RANGE_MIN_SAMPLES:
+            continue
+        attr = get_preset(src.preset).attribute
+        values = [preset_sample(src.preset, seed, tuple(crop))[1][attr.name]
+                  for seed in range(src.seed, src.seed + min(n, src.count))]
+        try:
+            low, high = covered_range(values, attr.low, attr.high)
+        except ValueError:  # all alike, or all outside the declared range
+            continue
+        out[src.class_name] = {attr.name: [round(low, 4), round(high, 4)]}
+    return out
+
+
 def preset_refs(src: Source, crop: Sequence[int]) -> list[SampleRef]:
     return [SampleRef(f"{src.preset}:{seed}", src.class_name,
                       partial(preset_sample, src.preset, seed, tuple(crop)))

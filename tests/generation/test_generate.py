@@ -292,3 +292,48 @@ def test_a_recorded_setting_is_used_listed_and_written_into_the_files(tiny_gener
         record_sampling(str(model), "galaxy", {"guidance": 1.0})
     with pytest.raises(SystemExit):
         recommend([str(model), "astronomical"])  # no --guidance
+
+
+def test_a_class_trained_range_is_measured_recorded_listed_and_clamped_to(tiny_generator, tmp_path, capsys):
+    """The 3D sky cubes hold fewer sources than the declared (2D) range: a model records what its
+    training samples cover per class, and requests are clamped to that."""
+    import shutil
+
+    from ldm_med.config import Source
+    from ldm_med.generation.model import rewrite_classes
+    from ldm_med.train.gendata import RANGE_MIN_SAMPLES, preset_ranges
+
+    few = [Source(preset="astronomical", count=RANGE_MIN_SAMPLES - 1, seed=0)]
+    assert preset_ranges(few, (32, 32)) == {}  # too few samples to tell: the declared range stands
+    ranges = preset_ranges([Source(preset="molecular", count=RANGE_MIN_SAMPLES, seed=0)], (32, 32))
+    low, high = ranges["molecular"]["radius_of_gyration"]
+    assert 6.0 <= low < high <= 17.0  # within the declared range, and narrower here
+    assert (low, high) != (6.0, 17.0)
+
+    model = tmp_path / "model.safetensors"
+    shutil.copy(tiny_generator, model)
+    rewrite_classes(model, lambda classes: classes["astronomical"].update(
+        attribute_ranges={"n_sources": [5.0, 26.0]}))
+    info = ldm_med.generation_model_info(model)["classes"]
+    assert (info["astronomical"]["attributes"]["n_sources"]["low"],
+            info["astronomical"]["attributes"]["n_sources"]["high"]) == (5.0, 26.0)
+    assert info["medical-ct"]["attributes"]["body_diameter"]["high"] == 290.0  # declared: nothing recorded
+    assert main(["generate", "--list", "--checkpoint", str(model)]) == 0
+    assert "n_sources=[5, 26] count" in capsys.readouterr().out
+    with pytest.warns(UserWarning, match=r"outside the trained range of astronomical \[5, 26\]"):
+        clamped = ldm_med.generate(_opts(model, "astronomical", attrs=(("n_sources", 40.0),)))
+    asked = ldm_med.generate(_opts(model, "astronomical", attrs=(("n_sources", 26.0),)))
+    np.testing.assert_array_equal(clamped.volumes[0].data, asked.volumes[0].data)
+
+
+def test_preset_attributes_read_the_shipped_models_ranges_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, ldm_med; a = ldm_med.preset_attributes(3)['astronomical']; "
+            "d = ldm_med.preset_attributes()['astronomical']; "
+            "print(a['low'], a['high'], d['high'], 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = done.stdout.split()
+    assert out[2] == "60.0" and out[3] == "False"  # the declared range, and no torch import
+    assert float(out[0]) < float(out[1]) <= 60.0

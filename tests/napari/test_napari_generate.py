@@ -68,6 +68,7 @@ def test_widget_in_file_new_layer_menu(viewer):
 
 
 def test_the_attribute_control_follows_the_preset(viewer):
+    import ldm_med
     from napari_plugin._generate_widget import GenerateWidget
 
     widget = GenerateWidget(viewer)
@@ -76,13 +77,16 @@ def test_the_attribute_control_follows_the_preset(viewer):
     assert widget.condition.text == "condition on body_diameter (mm)"
     assert widget.attr_value.range == (150.0, 290.0) and widget.attr_value.value == 220.0
     assert not widget.condition.value and not widget.attr_value.enabled
+    trained = {dims: ldm_med.preset_attributes(dims) for dims in (2, 3)}  # the shipped models' ranges
     widget.preset.value = "astronomical"
     assert widget.condition.text == "condition on n_sources (count)"
-    assert widget.attr_value.range == (3.0, 60.0) and widget.attr_value.step == 1.0
-    assert widget.attr_value.value == 32.0  # a whole count
+    sky = trained[2]["astronomical"]
+    assert widget.attr_value.range == (sky["low"], sky["high"]) and widget.attr_value.step == 1.0
+    assert widget.attr_value.value == round((sky["low"] + sky["high"]) / 2)  # a whole count
     widget.preset.value = "molecular"
     assert widget.condition.text == "condition on radius_of_gyration (angstrom)"
-    assert widget.attr_value.range == (6.0, 17.0)
+    mol = trained[2]["molecular"]
+    assert widget.attr_value.range == (mol["low"], mol["high"]) and 6.0 <= mol["low"] < mol["high"] <= 17.0
     with pytest.raises(ValueError, match="outside of the allowed range"):  # kept to the trained range
         widget.attr_value.value = 99.0
     assert widget.options().attrs == ()
@@ -98,6 +102,10 @@ def test_the_attribute_control_follows_the_preset(viewer):
     assert widget.attr_guidance.enabled and widget.options().attr_guidance == 5.0
     # size: one number for every axis, or one per axis; the wrong count is shown before any run
     widget.dims.value = 3
+    assert widget.attr_value.range == (trained[3]["molecular"]["low"], trained[3]["molecular"]["high"])
+    widget.preset.value = "astronomical"  # the 3D cubes hold fewer sources than the 2D sky images
+    assert widget.attr_value.range == (trained[3]["astronomical"]["low"], trained[3]["astronomical"]["high"])
+    assert trained[3]["astronomical"]["high"] < sky["high"]
     widget.size.value = "32"
     assert widget.options().size == (32, 32, 32) and widget.options().dims == 3
     widget.size.value = "32 32"
