@@ -98,7 +98,7 @@ def preset_ranges(sources: Sequence[Source], crop: Sequence[int],
             low, high = covered_range(values, attr.low, attr.high)
         except ValueError:  # all alike, or all outside the declared range
             continue
-        out[src.class_name] = {attr.name: [round(low, 4), round(high, 4)]}
+        out[src.class_name] = {attr.name: [low, high]}  # unrounded: a sweep to the end is not clamped
     return out
 
 
