@@ -117,12 +117,12 @@ class GenerateWidget(JobControls, Container):
     def _on_preset(self, _value: Any = None) -> None:
         """Point the attribute controls at the preset's attribute: its name, unit and trained range."""
         attr = self.attributes[self.preset.value]
-        lo, hi = float(attr["low"]), float(attr["high"])
+        count = attr["unit"] == "count"
+        lo, hi = inward(float(attr["low"]), float(attr["high"]), 0 if count else SPIN_DECIMALS)
         self.condition.text = f"condition on {attr['name']} ({attr['unit']})"
         self.condition.tooltip = f"{attr['description']}; trained on {lo:g}-{hi:g} {attr['unit']}"
         with self.attr_value.changed.blocked():
             self.attr_value.range = (lo, hi)
-            count = attr["unit"] == "count"
             self.attr_value.step = 1.0 if count else 10.0 ** math.floor(math.log10((hi - lo) / 20.0))
             self.attr_value.value = round((lo + hi) / 2.0, 0 if count else 1)
         self.attr_value.tooltip = f"{attr['name']} in {attr['unit']}, {lo:g} to {hi:g}"
@@ -240,6 +240,16 @@ def summary(generation: Any, units: dict[str, str] | None = None) -> str:
         unit = (units or {}).get(name, "")
         text += f"; measured {name}: {', '.join(f'{v:g}' for v in values)}" + (f" {unit}" if unit else "")
     return text + "".join(f"; {note}" for note in generation.notes)
+
+
+SPIN_DECIMALS = 2  # what magicgui's FloatSpinBox shows and keeps
+
+
+def inward(low: float, high: float, decimals: int) -> tuple[float, float]:
+    """``[low, high]`` rounded inwards to ``decimals``: a spin box rounds its range to its decimals, and
+    rounded outwards it would offer values beyond the trained range (clamped, with a warning)."""
+    q = 10.0 ** decimals
+    return math.ceil(low * q - 1e-9) / q, math.floor(high * q + 1e-9) / q
 
 
 def parse_size(text: str, dims: int) -> tuple[int, ...] | None:
