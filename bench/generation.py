@@ -9,7 +9,8 @@ Per preset, against held-out generator samples (seeds 800000+, never trained on)
   histograms (1-Wasserstein) and autoencoder features) for the diffusion model, for random latents decoded
   without diffusion, and for noise shaped to the data's mean power spectrum and pooled histogram;
 * attribute control: Spearman correlation between requested and measured attribute over a sweep of the
-  declared range, or (``--sweep-range trained``) of the part of it the training samples cover;
+  part of the declared range the training samples cover (the class's trained range, which ``generate``
+  clamps to), or (``--sweep-range declared``) of the declared range;
 * memorisation: median distance from each sample to its nearest training sample, next to the same for
   held-out generator samples (a ratio below 1 would mean samples sit closer to the training set);
 * seconds per sample (sampling and decoding; model loading excluded), default sampler and steps.
@@ -108,10 +109,14 @@ def bench_preset(name: str, dims: int, ckpt, args) -> dict:
            "ldm": distances(ae, samples, held),
            "random_latents": distances(ae, decoded_random_latents(model, n), held),
            "shaped_noise": distances(ae, q.shaped_noise(train, n), held)}
-    # attribute control: a sweep over the declared range, or the part of it the training samples cover
+    # attribute control: a sweep over the part of the declared range the training samples cover (as the
+    # model records it, else measured here), or over the declared range
     spec = preset.attribute
-    low, high = (spec.low, spec.high) if args.sweep_range == "declared" else trained_range(preset, dims,
-                                                                                            args.range_n)
+    recorded = model.classes[name].get("attribute_ranges", {}).get(spec.name)
+    if args.sweep_range == "declared":
+        low, high = spec.low, spec.high
+    else:
+        low, high = recorded if recorded else trained_range(preset, dims, args.range_n)
     values = np.linspace(low, high, args.sweep or (6 if dims == 2 else 5))
     reps = args.reps or (3 if dims == 2 else 1)
     requested, measured = [], []
@@ -166,11 +171,13 @@ def main() -> int:
     ap.add_argument("--n", type=int, help="samples per preset (default 24 in 2D, 6 in 3D)")
     ap.add_argument("--train-n", type=int, help="training samples for the memorisation check")
     ap.add_argument("--sweep", type=int), ap.add_argument("--reps", type=int)
-    ap.add_argument("--sweep-range", choices=("declared", "trained"), default="declared",
-                    help="sweep the attribute's declared range, or the part of it the training samples "
-                         "cover (min to max over --range-n of them; the 3D astronomical cubes hold 3-26 "
-                         "sources, the declared range goes to 60)")
-    ap.add_argument("--range-n", type=int, default=100, help="training samples for --sweep-range trained")
+    ap.add_argument("--sweep-range", choices=("declared", "trained"), default="trained",
+                    help="sweep the part of the attribute's declared range the training samples cover (the "
+                         "model's attribute_ranges, which generate clamps to; else min to max over "
+                         "--range-n of them: the 3D astronomical cubes hold 3-26 sources, the declared "
+                         "range goes to 60), or the declared range (values beyond the trained one clamped)")
+    ap.add_argument("--range-n", type=int, default=100,
+                    help="training samples for --sweep-range trained, where the model records no range")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, help="default: the model's setting per class, else 2")
     ap.add_argument("--seed", type=int, default=0)

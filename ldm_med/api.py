@@ -180,8 +180,9 @@ def _shipped_attribute_ranges(dims: int) -> dict[str, dict]:
 def generation_model_info(checkpoint: str | Path | None = None, dims: int = 2) -> dict:
     """What a generation model file offers (default: the shipped one for ``dims``): ``{"file", "dims",
     "arch", "size", "classes": {name: {"modality", "format", "attributes": {name: {"unit", "low",
-    "high", "description"}}, "sampling": {...}}}}``, ``sampling`` the class's recorded guidance
-    settings (empty: the defaults). Loads the model (torch)."""
+    "high", "description"}}, "sampling": {...}}}}``: ``low``-``high`` the values the class can be asked
+    for (the range its training samples cover where the model records it, else the declared range),
+    ``sampling`` the class's recorded guidance settings (empty: the defaults). Loads the model (torch)."""
     from ldm_med.generation.model import load_generation_model
     from ldm_med.pipelines.generate import attribute_range, class_attributes
 
