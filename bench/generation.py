@@ -194,12 +194,14 @@ def main() -> int:
     DECODER_NOISE, ATTR_GUIDANCE = not args.no_decoder_noise, args.attr_guidance
     command = "python bench/generation.py " + " ".join(sys.argv[1:])
     heading = "Generation" if args.section == "generation" else f"Generation: {args.section}"
+    attr_guidance = args.attr_guidance
+    if attr_guidance is None:  # a recorded setting carries its own; an explicit --guidance does not
+        attr_guidance = "as recorded, else as guidance" if args.guidance is None else "as guidance"
     sections = [f"## {heading} (`{command.strip()}`)", "",
                 f"CPU, {args.threads} threads, load average at the start {os.getloadavg()[0]:.1f}; "
                 f"sampler dpm++2m, {args.steps} steps, guidance "
                 f"{'as the model records per class, else 2' if args.guidance is None else args.guidance}, "
-                f"attribute guidance {'as guidance' if args.attr_guidance is None else args.attr_guidance}, "
-                "decoder noise "
+                f"attribute guidance {attr_guidance}, decoder noise "
                 f"{'off' if args.no_decoder_noise else 'on'}. Distances are energy "
                 "distances to held-out generator samples (lower is better; see "
                 "`ldm_med/generation/quality.py`).", ""]
