@@ -49,11 +49,18 @@ def reference(preset, dims: int, seeds) -> list[np.ndarray]:
     return [model_range(preset, preset.sample(s, dims)) for s in seeds]
 
 
-def trained_range(preset, dims: int, n: int) -> tuple[float, float]:
-    """The part of the preset's declared attribute range its first ``n`` training samples cover."""
-    values = [preset.measure(v.data[:, :, 0] if dims == 2 else v.data)
-              for v in (preset.sample(s, dims) for s in range(TRAIN_SEED, TRAIN_SEED + n))]
-    return q.covered_range(values, preset.attribute.low, preset.attribute.high)
+def trained_range(model, name: str, n: int) -> tuple[float, float]:
+    """Class ``name``'s trained attribute range as the model records it (what ``generate`` clamps to),
+    else measured the same way on its first ``n`` training samples."""
+    from ldm_med.config import Source
+    from ldm_med.pipelines.generate import attribute_range
+    from ldm_med.train.gendata import preset_ranges
+
+    attr = PRESETS[name].attribute.name
+    if attr not in model.classes[name].get("attribute_ranges", {}):
+        measured = preset_ranges([Source(preset=name, count=n, seed=TRAIN_SEED)], model.size, n)
+        return tuple(measured[name][attr])
+    return attribute_range(model, name, attr)
 
 
 def decoded_random_latents(model, n: int, seed: int = 0) -> list[np.ndarray]:
@@ -112,11 +119,8 @@ def bench_preset(name: str, dims: int, ckpt, args) -> dict:
     # attribute control: a sweep over the part of the declared range the training samples cover (as the
     # model records it, else measured here), or over the declared range
     spec = preset.attribute
-    recorded = model.classes[name].get("attribute_ranges", {}).get(spec.name)
-    if args.sweep_range == "declared":
-        low, high = spec.low, spec.high
-    else:
-        low, high = recorded if recorded else trained_range(preset, dims, args.range_n)
+    low, high = ((spec.low, spec.high) if args.sweep_range == "declared"
+                 else trained_range(model, name, args.range_n))
     values = np.linspace(low, high, args.sweep or (6 if dims == 2 else 5))
     reps = args.reps or (3 if dims == 2 else 1)
     requested, measured = [], []

@@ -21,9 +21,7 @@ def record_ranges(path: str, n: int = RANGE_SAMPLES, half: bool = True) -> str:
 
     src = load_model(path)
     crop = src.config["data"]["crop"]
-    sources = [Source(preset=s["preset"], count=int(s.get("count", 1)), seed=int(s.get("seed", 0)),
-                      label=s.get("label"))
-               for s in src.config["data"]["sources"] if s.get("preset")]
+    sources = [Source(**s) for s in src.config["data"]["sources"] if s.get("preset")]
     ranges = preset_ranges(sources, crop, n)
 
     def record(classes: dict[str, dict]) -> None:
