@@ -203,15 +203,17 @@ def resolves_to_gpu(device: str) -> bool:
 
 def estimate_seconds(shape: tuple[int, ...], options: Any, on_gpu: bool) -> float:
     """Rough wall time of a reconstruction, from this project's 2-core CPU measurements
-    (``docs/benchmarks.md``: 256x256x128 at x4 in 54 s, 300 adaptation steps about 15 s; the CT
-    sample with 2 samples of 1 step in 6-10 s). GPU: a guess (a twentieth, plus start-up)."""
+    (``bench/speed.py`` in ``docs/benchmarks.md``: whole process 7.1 s at 128x128x64 and 29.2 s at
+    256x256x128 with x4 gaps, about 4 s of it start-up the viewer has mostly paid; ``--samples 8``
+    added 20.8 s at 128x128x64, about 3 s of it importing MONAI; fine-tuning, where the check lets it
+    run, up to ``adapt_steps`` steps). GPU: a guess (a twentieth, plus start-up)."""
     voxels = float(np.prod(shape))
-    seconds = 3.0 + 5e-6 * voxels  # start-up and model loading; refiner passes and hold-out check
+    seconds = 1.0 + 3e-6 * voxels  # model loading; refiner passes and the hold-out check
     if options.method == "ldm" and options.refine == "adapt":
         seconds += 0.05 * options.adapt_steps
     if options.method == "ldm" and (options.samples > 1 or options.refine == "off"):
-        # sampling, and as much again to calibrate the spread on hidden acquired slices
-        seconds += 1.5 + 8e-6 * voxels * options.samples * options.steps
+        # sampling and decoding, and a second pass on hidden acquired slices to calibrate the spread
+        seconds += 3.0 + 1.1e-6 * voxels * options.samples * options.steps
     return seconds / 20.0 + 2.0 if on_gpu else seconds
 
 
