@@ -90,13 +90,14 @@ DECODER_NOISE = True
 
 
 ATTR_GUIDANCE = None
+DRAW_ATTRIBUTES = None  # the model's setting per class
 
 
 def generate(preset: str, dims: int, ckpt, n: int, seed: int, attrs=(), steps: int = 20, guidance=None):
     opts = ldm_med.GenerateOptions(preset=preset, dims=dims, n=n, seed=seed, attrs=attrs, steps=steps,
                                    guidance=guidance, attr_guidance=ATTR_GUIDANCE, device="cpu",
                                    checkpoint=ckpt,
-                                   decoder_noise=DECODER_NOISE)
+                                   decoder_noise=DECODER_NOISE, draw_attributes=DRAW_ATTRIBUTES)
     return ldm_med.generate(opts)
 
 
@@ -136,7 +137,12 @@ def bench_preset(name: str, dims: int, ckpt, args) -> dict:
     # memorisation
     nn_gen = q.nearest_distance(samples, train)
     nn_held = q.nearest_distance(held, train)
-    row["memorisation"] = {"generated": float(np.median(nn_gen)), "held_out": float(np.median(nn_held))}
+    from scipy.stats import mannwhitneyu
+
+    row["memorisation"] = {"generated": float(np.median(nn_gen)), "held_out": float(np.median(nn_held)),
+                           "closest_generated": float(nn_gen.min()), "closest_held_out": float(nn_held.min()),
+                           # one-sided Mann-Whitney: are generated samples closer to training than held-out?
+                           "p_closer": float(mannwhitneyu(nn_gen, nn_held, alternative="less").pvalue)}
     return row
 
 
@@ -150,11 +156,13 @@ def table(rows: list[dict], title: str) -> str:
             out.append(f"| {r['preset']} | {r['dims']}D | {k} | {a:.4f} | {b:.4f} | {c:.4f} | "
                        f"{'yes' if a < min(b, c) else '**no**'} |")
     out += ["", "| preset | dims | attribute | swept | Spearman (requested vs measured) | NN distance to "
-            "training: generated / held-out | s per sample |", "|---|---|---|---|---|---|---|"]
+            "training: generated / held-out, median; closest; p (generated closer) | s per sample |",
+            "|---|---|---|---|---|---|---|"]
     for r in rows:
         a, m = r["attribute"], r["memorisation"]
         out.append(f"| {r['preset']} | {r['dims']}D | {a['name']} ({a['unit']}) | {a['range'][0]:g}-"
-                   f"{a['range'][1]:g} | {a['spearman']:.2f} | {m['generated']:.3f} / {m['held_out']:.3f} | "
+                   f"{a['range'][1]:g} | {a['spearman']:.2f} | {m['generated']:.3f} / {m['held_out']:.3f}; "
+                   f"{m['closest_generated']:.3f} / {m['closest_held_out']:.3f}; {m['p_closer']:.2f} | "
                    f"{r['seconds_per_sample']:.2f} |")
     return "\n".join(out)
 
@@ -189,13 +197,21 @@ def main() -> int:
                     help="sample the decoder's mean (compares denoisers alone)")
     ap.add_argument("--attr-guidance", type=float,
                     help="guidance of the attribute apart from the class (default: --guidance)")
+    drawing = ap.add_mutually_exclusive_group()
+    drawing.add_argument("--free-attributes", dest="draw", action="store_const", const=False,
+                         help="leave the attribute of the distance samples unconditioned (the sweep "
+                              "requests values); default: the model's setting per class, else drawn from "
+                              "the class's training distribution")
+    drawing.add_argument("--draw-attributes", dest="draw", action="store_const", const=True,
+                         help="draw it for every class, whatever the model's setting")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     ap.add_argument("--section", default="generation", help="the marker name of the section to write")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    global DECODER_NOISE, ATTR_GUIDANCE
+    global DECODER_NOISE, ATTR_GUIDANCE, DRAW_ATTRIBUTES
     DECODER_NOISE, ATTR_GUIDANCE = not args.no_decoder_noise, args.attr_guidance
+    DRAW_ATTRIBUTES = args.draw
     command = "python bench/generation.py " + " ".join(sys.argv[1:])
     heading = "Generation" if args.section == "generation" else f"Generation: {args.section}"
     attr_guidance = args.attr_guidance
@@ -206,7 +222,10 @@ def main() -> int:
                 f"sampler dpm++2m, {args.steps} steps, guidance "
                 f"{'as the model records per class, else 2' if args.guidance is None else args.guidance}, "
                 f"attribute guidance {attr_guidance}, decoder noise "
-                f"{'off' if args.no_decoder_noise else 'on'}. Distances are energy "
+                f"{'off' if args.no_decoder_noise else 'on'}, attributes of the distance samples "
+                + {None: "as the model records per class, else drawn from the training distribution",
+                   True: "drawn from the training distribution", False: "unconditioned"}[args.draw] + ". "
+                "Distances are energy "
                 "distances to held-out generator samples (lower is better; see "
                 "`ldm_med/generation/quality.py`).", ""]
     for dims in args.dims:

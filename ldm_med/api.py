@@ -131,16 +131,18 @@ def save_generation(generation, out_dir: str | Path, *, fmt: str | None = None,
         raise InputError(f"{out}: cannot create the output folder ({err.strerror or err})") from None
     paths = [save_volume_as(v, out / n, synthetic=True, provenance=v.metadata.get("provenance"), fmt=fmt)
              for v, n in zip(generation.volumes, names)]
-    labels = [f"seed {opts.seed + i}" for i in range(len(paths))]
+    drawn = [v.metadata["provenance"].get("attrs_drawn", {}) for v in generation.volumes]
+    labels = [f"seed {opts.seed + i}" + "".join(f", drawn {k} {val:.3g}" for k, val in d.items())
+              for i, d in enumerate(drawn)]
     attrs = ", ".join(f"{k}={v:g}" for k, v in opts.attrs)
     title = f"SYNTHETIC {opts.preset} ({opts.dims}D), guidance {opts.guidance:g}"
     title += f", {attrs}" if attrs else ""
     save_gallery(generation.volumes, out / "gallery.png", title=title, labels=labels)
     summary = {"synthetic": True, "settings": opts.settings(), "format": fmt,
                "seconds": round(generation.seconds, 2), "notes": generation.notes,
-               "samples": [{"file": p.name, "seed": opts.seed + i,
+               "samples": [{"file": p.name, "seed": opts.seed + i, "attrs_drawn": d,
                             "measured": v.metadata["provenance"].get("measured", {})}
-                           for i, (p, v) in enumerate(zip(paths, generation.volumes))]}
+                           for i, (p, v, d) in enumerate(zip(paths, generation.volumes, drawn))]}
     write_bytes(out / "generation.json", (json.dumps(summary, indent=2) + "\n").encode())
     return paths
 

@@ -120,6 +120,10 @@ class GenerateOptions:
             when ``guidance`` is ``None`` too, else the same as ``guidance``.
         attrs: ``(name, value)`` pairs in the attribute's unit; values outside the trained range are
             clamped to it, with a warning.
+        draw_attributes: draw each attribute not in ``attrs`` per sample from the distribution of the
+            class's training samples (recorded in the model), so samples vary as the data do; False
+            leaves them unconditioned; ``None``: the model's setting for the class (its ``sampling``
+            entry, measured), else True.
         sampler, steps: the diffusion sampler and its number of steps.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
         checkpoint: a generation model file; default the shipped model for ``dims``.
@@ -134,6 +138,7 @@ class GenerateOptions:
     guidance: float | None = None
     attr_guidance: float | None = None
     attrs: tuple[tuple[str, float], ...] = ()
+    draw_attributes: bool | None = None
     seed: int = 0
     sampler: str = "dpm++2m"
     steps: int = 20
@@ -168,7 +173,7 @@ class GenerateOptions:
         return {"preset": self.preset, "dims": self.dims,
                 "size": None if self.size is None else list(self.size), "n": self.n,
                 "guidance": self.guidance, "attr_guidance": self.attr_guidance, "attrs": dict(self.attrs),
-                "seed": self.seed,
+                "draw_attributes": self.draw_attributes, "seed": self.seed,
                 "sampler": self.sampler, "steps": self.steps, "checkpoint": self.checkpoint,
                 "decoder_noise": self.decoder_noise}
 

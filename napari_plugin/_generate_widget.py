@@ -1,12 +1,13 @@
 """The "Generate synthetic volumes" dock widget: a thin door onto ``ldm_med.generate``.
 
 Pick a preset (CT, MR, molecular, astronomical), 2D or 3D, the number of samples, the guidance and,
-optionally, the preset's attribute (within the range the model was trained on). Run starts the same
-thread worker as the reconstruction widget (``_job.JobControls``): a progress bar over the sampler
-steps, Cancel at the next step, bad input as a one-line notification. Each sample becomes a new image
-layer, ``synthetic <preset> seed <s>``, laid out as the reader lays out a file (``layer_from_volume``:
-``scale`` is the voxel size, CT in a soft-tissue window) and carrying ``synthetic: True`` and the
-provenance (every setting, the seed, the model, the measured attribute) in its metadata.
+optionally, the preset's attribute (within the range the model was trained on; otherwise each sample's
+is drawn as the training data have it). Run starts the same thread worker as the reconstruction widget
+(``_job.JobControls``): a progress bar over the sampler steps, Cancel at the next step, bad input as a
+one-line notification. Each sample becomes a new image layer, ``synthetic <preset> seed <s>``, laid out
+as the reader lays out a file (``layer_from_volume``: ``scale`` is the voxel size, CT in a soft-tissue
+window) and carrying ``synthetic: True`` and the provenance (every setting, the seed, the attribute
+drawn, the model, the measured attribute) in its metadata.
 
 ``widget.run(sync=True)`` runs the same job in the calling thread (tests, scripts).
 """
@@ -120,7 +121,8 @@ class GenerateWidget(JobControls, Container):
         count = attr["unit"] == "count"
         lo, hi = inward(float(attr["low"]), float(attr["high"]), 0 if count else SPIN_DECIMALS)
         self.condition.text = f"condition on {attr['name']} ({attr['unit']})"
-        self.condition.tooltip = f"{attr['description']}; trained on {lo:g}-{hi:g} {attr['unit']}"
+        self.condition.tooltip = (f"{attr['description']}; trained on {lo:g}-{hi:g} {attr['unit']}. "
+                                  "Off: drawn per sample as the training data have it")
         with self.attr_value.changed.blocked():
             self.attr_value.range = (lo, hi)
             self.attr_value.step = 1.0 if count else 10.0 ** math.floor(math.log10((hi - lo) / 20.0))

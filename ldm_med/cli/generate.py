@@ -25,12 +25,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="classifier-free guidance: 0 unconditional, 1 conditional, >1 stronger (default: "
                         "the model's measured setting for the preset, shown by --list; else 2)")
     p.add_argument("--attr-guidance", type=float, default=None, metavar="G",
-                   help="guidance of the --attr values apart from the class (against the class-only "
+                   help="guidance of the attributes apart from the class (against the class-only "
                         "model; one more network pass per step); default: the model's setting with the "
                         "default --guidance, else the same as --guidance")
     p.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
                    help="attribute to condition on, in its unit, e.g. n_sources=40 (repeatable); "
-                        "`ldm-med generate --list` shows each preset's attribute and range")
+                        "`ldm-med generate --list` shows each preset's attribute and range. An attribute "
+                        "not given is drawn per sample from the preset's training distribution")
+    drawing = p.add_mutually_exclusive_group()
+    drawing.add_argument("--free-attributes", dest="draw_attributes", action="store_const", const=False,
+                         help="leave attributes not given by --attr unconditioned instead of drawing them "
+                              "(default: the model's setting for the preset, shown by --list; else draw)")
+    drawing.add_argument("--draw-attributes", dest="draw_attributes", action="store_const", const=True,
+                         help="draw attributes not given by --attr, whatever the model's setting")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (default 0)")
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default="dpm++2m")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
@@ -64,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     opts = ldm_med.GenerateOptions(
         preset=args.preset, dims=args.dims, size=tuple(args.size) if args.size else None, n=args.n,
         guidance=args.guidance, attr_guidance=args.attr_guidance,
-        attrs=tuple(parse_attribute(a) for a in args.attr), seed=args.seed,
+        attrs=tuple(parse_attribute(a) for a in args.attr), draw_attributes=args.draw_attributes,
+        seed=args.seed,
         sampler=args.sampler, steps=args.steps, device=args.device, checkpoint=args.checkpoint,
         decoder_noise=args.decoder_noise)
     with warnings.catch_warnings(record=True) as caught:
@@ -79,9 +87,11 @@ def run(args: argparse.Namespace) -> int:
               f"-> {args.out}/ ({(args.format or result.natural_format).upper()} files, gallery.png, "
               "generation.json)")
         for p, v in zip(paths, result.volumes):
+            drawn = v.metadata["provenance"].get("attrs_drawn", {})
             found = v.metadata["provenance"].get("measured", {})
-            measured = ", ".join(f"{k} {val:g}" for k, val in found.items())
-            print(f"  {p.name}" + (f"  (measured {measured})" if measured else ""))
+            said = [f"drawn {k} {val:.4g}" for k, val in drawn.items()]
+            said += [f"measured {k} {val:g}" for k, val in found.items()]
+            print(f"  {p.name}" + (f"  ({', '.join(said)})" if said else ""))
     return 0
 
 
@@ -96,5 +106,6 @@ def list_presets(args: argparse.Namespace) -> int:
         sampling = c.get("sampling", {})
         labels = (("guidance", "guidance"), ("attr_guidance", "attribute guidance"))
         scales = "".join(f"; {label} {sampling[key]:g}" for key, label in labels if key in sampling)
+        scales += "; attributes free" if sampling.get("draw_attributes") is False else ""
         print(f"  {name:<14} {c['modality']:<6} {c['format']:<6} {'; '.join(attrs) or '-'}{scales}")
     return 0

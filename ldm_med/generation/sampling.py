@@ -11,28 +11,34 @@ from ldm_med.generation.model import GenerationModel
 
 
 def guided_denoiser(model: GenerationModel, label: int, attrs: torch.Tensor, guidance: float,
-                    latent: tuple[int, ...], attr_guidance: float | None = None) -> Callable:
+                    latent: tuple[int, ...], attr_guidance: float | None = None,
+                    drawn: torch.Tensor | None = None) -> Callable:
     """``x0(x_t, t)`` with classifier-free guidance: ``x0_u + guidance * (x0_c - x0_u)``, where the
     conditional branch has the class ``label`` and the attributes ``attrs`` (``(1, K)`` normalised, NaN =
-    not requested) and the unconditional one neither. ``guidance`` 1 is the plain conditional model, 0
-    the unconditional one; the branches run as one batch.
+    none) and the unconditional one neither. ``guidance`` 1 is the plain conditional model, 0 the
+    unconditional one; the branches run as one batch.
 
-    ``attr_guidance`` (with an attribute requested) guides the attributes apart from the class, against
-    the class-only branch (training drops the attributes alone too, so the network is that model as
-    well): ``x0_u + guidance * (x0_k - x0_u) + attr_guidance * (x0_c - x0_k)``, a third branch (none
-    extra at ``guidance`` 1, where ``x0_u`` cancels). Equal scales give the formula above; ``None``
-    means equal."""
+    ``attr_guidance`` (with an attribute requested) guides the requested attributes apart from the
+    class, against the class-only branch (training drops the attributes alone too, so the network is that
+    model as well): ``x0_u + guidance * (x0_k - x0_u) + attr_guidance * (x0_c - x0_k)``, a third branch
+    (none extra at ``guidance`` 1, where ``x0_u`` cancels). Equal scales give the formula above; ``None``
+    means equal. ``drawn`` (``(1, K)``, NaN where not drawn) marks the attributes of ``attrs`` drawn from
+    the training distribution rather than requested: they belong to the class-only branch, guided with
+    the class, so ``attr_guidance`` pushes only what the user asked for."""
     k = len(model.attributes)
     dev = attrs.device
+    drawn = torch.full_like(attrs, float("nan")) if drawn is None else drawn.to(dev)
     cond_c = attribute_channels(attrs, latent, k)
+    cond_k = attribute_channels(drawn, latent, k)
     cond_u = attribute_channels(torch.full_like(attrs, float("nan")), latent, k)
     labels_c = torch.tensor([label], device=dev) if model.label_names else None
     labels_u = torch.tensor([model.null_label], device=dev) if model.label_names else None
     den = model.denoiser
-    separate = attr_guidance is not None and attr_guidance != guidance and bool(torch.isfinite(attrs).any())
+    requested = bool((torch.isfinite(attrs) & ~torch.isfinite(drawn)).any())
+    separate = attr_guidance is not None and attr_guidance != guidance and requested
     parts = [(cond_c, labels_c)]  # the branches: conditional,
     if separate:
-        parts.append((cond_u, labels_c))  # class only,
+        parts.append((cond_k, labels_c))  # class only (with the drawn attributes),
     if not separate or guidance != 1.0:
         parts.append((cond_u, labels_u))  # unconditional (the class at guidance 1 needs none)
     cond = torch.cat([c for c, _ in parts])
@@ -59,14 +65,17 @@ def guided_denoiser(model: GenerationModel, label: int, attrs: torch.Tensor, gui
 @torch.no_grad()
 def sample_one(model: GenerationModel, *, label: int, attrs: torch.Tensor, guidance: float, sampler: str,
                steps: int, size: tuple[int, ...], seed: int, device: torch.device,
-               callback: Callable | None = None, attr_guidance: float | None = None) -> np.ndarray:
-    """One sample of ``size`` ((H, W) or (D, H, W)), in the model's range (about [-1, 1]). The noise comes
-    from a CPU generator seeded with ``seed`` alone, so a seed gives the same sample in any batch."""
+               callback: Callable | None = None, attr_guidance: float | None = None,
+               drawn: torch.Tensor | None = None) -> np.ndarray:
+    """One sample of ``size`` ((H, W) or (D, H, W)), in the model's range (about [-1, 1]); the guidance
+    as ``guided_denoiser`` says. The noise comes from a CPU generator seeded with ``seed`` alone, so a
+    seed gives the same sample in any batch."""
     from ldm_med.diffusion.samplers import sample
 
     f = model.ae.downsample
     latent = (*size[:-2], size[-2] // f, size[-1] // f)
-    fn = guided_denoiser(model, label, attrs.to(device), guidance, latent, attr_guidance)
+    fn = guided_denoiser(model, label, attrs.to(device), guidance, latent, attr_guidance,
+                         None if drawn is None else drawn.to(device))
     gen = torch.Generator().manual_seed(int(seed))
     z = sample(sampler, fn, (1, model.latent_channels, *latent), model.sde, steps, generator=gen,
                device=device, callback=callback)

@@ -1,12 +1,12 @@
 """``generate``: synthetic images and volumes from a class- and attribute-conditional latent diffusion model.
 
 Each sample: Gaussian noise seeded with ``seed + i`` -> guided latent sampling (class label, requested
-attributes, classifier-free guidance) -> the autoencoder's decoder, corrected by its mean round-trip
-error over intensity on that class, plus noise with the spectrum of the remaining error
-(``decoder_noise``: the grain a decoder's mean leaves out, ``ldm_med.generation.grain``) -> the
-class's intensity stretch back to physical units -> a :class:`Volume` with the class's voxel size,
-marked synthetic in its metadata together with every setting, the model and the attribute measured
-on the result.
+attributes, the others drawn from the class's training distribution, classifier-free guidance) -> the
+autoencoder's decoder, corrected by its mean round-trip error over intensity on that class, plus noise
+with the spectrum of the remaining error (``decoder_noise``: the grain a decoder's mean leaves out,
+``ldm_med.generation.grain``) -> the class's intensity stretch back to physical units -> a
+:class:`Volume` with the class's voxel size, marked synthetic in its metadata together with every
+setting, the attributes drawn, the model and the attribute measured on the result.
 """
 from __future__ import annotations
 
@@ -63,25 +63,30 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
         def step(s, i=i):
             report(i * options.steps + min(s.step + 1, options.steps))
 
+        vec, drawn = drawn_attributes(model, options, attrs, i)
+        only_drawn = torch.where(torch.isfinite(attrs), torch.full_like(vec, float("nan")), vec)
         with _autocast(device):
-            x = _sample(model, options, label, attrs, size, options.seed + i, device, step)
+            x = _sample(model, options, label, vec, only_drawn, size, options.seed + i, device, step)
         rng = np.random.default_rng([options.seed + i, 1])  # the grain's seed, apart from the sampler's
         noise = _grain(x, info, rng) if options.decoder_noise else 0.0
         x = _debias(x, info) + noise
-        volumes.append(_as_volume(x, model, options, info, i, notes))
+        volumes.append(_as_volume(x, model, options, info, i, notes, drawn))
     if done[0] < total:
         report(total)
     return Generation(volumes, options, time.perf_counter() - start, info["natural_format"], notes)
 
 
 def sampling_settings(options: GenerateOptions, info: dict) -> GenerateOptions:
-    """``options`` with the guidance scales filled in: where ``guidance`` is not given, the class's own
-    setting recorded in the model (``sampling``: ``guidance`` and ``attr_guidance``, chosen by a
-    measurement named in its ``why``), else ``DEFAULT_GUIDANCE``. An explicit ``guidance`` takes no
-    recorded attribute guidance (its scale was measured with the recorded class guidance)."""
+    """``options`` with the guidance scales and ``draw_attributes`` filled in: where not given, the
+    class's own setting recorded in the model (``sampling``: ``guidance``, ``attr_guidance`` and
+    ``draw_attributes``, chosen by a measurement named in its ``why``), else ``DEFAULT_GUIDANCE`` and
+    drawing. An explicit ``guidance`` takes no recorded attribute guidance (its scale was measured with
+    the recorded class guidance)."""
+    recorded = info.get("sampling", {})
+    if options.draw_attributes is None:
+        options = replace(options, draw_attributes=bool(recorded.get("draw_attributes", True)))
     if options.guidance is not None:
         return options
-    recorded = info.get("sampling", {})
     attr = options.attr_guidance if options.attr_guidance is not None else recorded.get("attr_guidance")
     return replace(options, guidance=float(recorded.get("guidance", DEFAULT_GUIDANCE)),
                    attr_guidance=None if attr is None else float(attr))
@@ -111,12 +116,12 @@ def _debias(x: np.ndarray, info: dict) -> np.ndarray:
     return x
 
 
-def _sample(model, options, label, attrs, size, seed, device, callback):
+def _sample(model, options, label, attrs, drawn, size, seed, device, callback):
     from ldm_med.generation.sampling import sample_one
 
     return sample_one(model, label=label, attrs=attrs, guidance=options.guidance, sampler=options.sampler,
                       steps=options.steps, size=size, seed=seed, device=device, callback=callback,
-                      attr_guidance=options.attr_guidance)
+                      attr_guidance=options.attr_guidance, drawn=drawn)
 
 
 def _autocast(device: torch.device):
@@ -184,13 +189,45 @@ def attribute_vector(model: GenerationModel, options: GenerateOptions) -> tuple[
             warnings.warn(note, UserWarning, stacklevel=3)
             notes.append(note)
             value = clamped
-        lo, hi = float(spec["low"]), float(spec["high"])  # the conditioning's normalisation
-        vec[0, list(model.attributes).index(name)] = 2.0 * (value - lo) / (hi - lo) - 1.0
+        vec[0, list(model.attributes).index(name)] = _normalised(spec, value)
     return vec, notes
 
 
+def _normalised(spec: dict, value: float) -> float:
+    """An attribute value as the model is conditioned on it: its declared range mapped to [-1, 1]."""
+    lo, hi = float(spec["low"]), float(spec["high"])
+    return 2.0 * (value - lo) / (hi - lo) - 1.0
+
+
+def drawn_attributes(model: GenerationModel, options: GenerateOptions, requested: torch.Tensor,
+                     i: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """Sample ``i``'s attribute vector and the values drawn for it (physical units).
+
+    With ``options.draw_attributes``, each attribute of the class that was not requested is drawn from
+    the distribution of the class's training samples (``attribute_quantiles``, recorded at export): the
+    quantile function inverted at a uniform value seeded by the sample's seed. Conditioning on attributes
+    drawn as the data have them samples the class as its data vary (``p(x | c) = E_a p(x | c, a)``); left
+    unconditioned, guidance drew every 3D CT body at about one size (``docs/generation.md``). Models
+    without a recorded distribution, and ``draw_attributes=False``, leave them unconditioned (NaN).
+    """
+    quantiles = model.classes[options.preset].get("attribute_quantiles", {})
+    if not options.draw_attributes or not quantiles:
+        return requested, {}
+    vec, drawn = requested.clone(), {}
+    rng = np.random.default_rng([options.seed + i, 2])  # apart from the sampler's and the grain's seeds
+    names = list(model.attributes)
+    for name in class_attributes(model, options.preset):
+        k = names.index(name)
+        if name not in quantiles or torch.isfinite(vec[0, k]):
+            continue
+        q = np.asarray(quantiles[name], dtype=np.float64)
+        drawn[name] = float(np.interp(rng.uniform(), np.linspace(0.0, 1.0, q.size), q))
+        vec[0, k] = _normalised(model.attributes[name], drawn[name])
+    return vec, drawn
+
+
 def _as_volume(x: np.ndarray, model: GenerationModel, options: GenerateOptions, info: dict, i: int,
-               notes: list[str]) -> Volume:
+               notes: list[str], drawn: dict[str, float]) -> Volume:
     from ldm_med.data.presets import Stretch
 
     data = Stretch.from_dict(info["stretch"]).inverse(x)
@@ -204,7 +241,7 @@ def _as_volume(x: np.ndarray, model: GenerationModel, options: GenerateOptions, 
     meta = {"modality": info["modality"], "synthetic": True, "spatial_unit": info["spatial_unit"],
             "description": f"SYNTHETIC {options.preset} sample generated by ldm-med (not acquired data)",
             "provenance": {"generator": "ldm-med generate", **options.settings(), "sample": i,
-                           "sample_seed": options.seed + i, "model": model.path.name,
+                           "sample_seed": options.seed + i, "attrs_drawn": drawn, "model": model.path.name,
                            "model_sha256": model.sha256, "notes": notes}}
     preset = info.get("preset")
     if preset:

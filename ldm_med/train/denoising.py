@@ -284,15 +284,15 @@ class GenerationTask(_LatentDenoiserTask):
         if self.cfg.data.sources[0].whole_samples:
             import dataclasses
 
-            from ldm_med.train.gendata import class_infos, preset_ranges
+            from ldm_med.train.gendata import class_infos, preset_attribute_records
 
             infos = class_infos(self.cfg.data.sources, len(self.cfg.data.crop))
             noise = self.residual_grain()
             infos = {k: dataclasses.replace(v, **noise[k].as_class_info()) if k in noise else v
                      for k, v in infos.items()}
             classes = {k: v.to_dict() for k, v in infos.items()}
-            for name, ranges in preset_ranges(self.cfg.data.sources, self.cfg.data.crop).items():
-                classes[name]["attribute_ranges"] = ranges
+            for name, records in preset_attribute_records(self.cfg.data.sources, self.cfg.data.crop).items():
+                classes[name].update(records)
             extra.update(attributes=self.cfg.attributes, classes=classes)
         return extra
 

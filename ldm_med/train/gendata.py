@@ -72,22 +72,32 @@ def preset_sample(name: str, seed: int, crop: tuple[int, ...]) -> tuple[np.ndarr
                                                                                else data)}
 
 
-# Training samples per preset class whose measured attribute gives the class's trained range; below
-# RANGE_MIN_SAMPLES (a test recipe) the declared range stands.
+# Training samples per preset class whose measured attribute gives the class's trained range and
+# distribution; below RANGE_MIN_SAMPLES (a test recipe) the declared range stands and nothing is drawn.
 RANGE_SAMPLES, RANGE_MIN_SAMPLES = 100, 20
+# Levels of the recorded attribute distribution (``attribute_quantiles``): generation draws an attribute
+# the user does not give by inverting this quantile function at a seeded uniform value.
+QUANTILE_LEVELS = np.linspace(0.0, 1.0, 21)
 
 
-def preset_ranges(sources: Sequence[Source], crop: Sequence[int],
-                  n: int = RANGE_SAMPLES) -> dict[str, dict[str, list[float]]]:
-    """Per preset class, ``{attribute: [low, high]}``: the part of the preset's declared range that its
-    first ``n`` training samples (the source's first seeds) cover, measured as training measures them.
-    A preset's declared range can be wider than what one size of sample holds: the 3D astronomical
-    cubes hold 3-26 sources where the range, the 2D sky images', goes to 60. Classes with fewer than
-    ``RANGE_MIN_SAMPLES`` samples, or whose values do not span the range, are left out."""
+def preset_attribute_records(sources: Sequence[Source], crop: Sequence[int],
+                             n: int = RANGE_SAMPLES) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Per preset class, what its first ``n`` training samples (the source's first seeds), measured as
+    training measures them, say about its attribute:
+
+    * ``attribute_ranges``: ``{attribute: [low, high]}``, the part of the preset's declared range they
+      cover. A declared range can be wider than what one size of sample holds: the 3D astronomical cubes
+      hold 3-26 sources where the range, the 2D sky images', goes to 60.
+    * ``attribute_quantiles``: ``{attribute: [q(0), q(0.05), ..., q(1)]}`` of the values within that
+      range (``QUANTILE_LEVELS``): their distribution, which generation draws from where a sample's
+      attribute is not requested.
+
+    Classes with fewer than ``RANGE_MIN_SAMPLES`` samples, or whose values do not span the range, are
+    left out."""
     from ldm_med.data.presets import get_preset
     from ldm_med.generation.quality import covered_range
 
-    out: dict[str, dict[str, list[float]]] = {}
+    out: dict[str, dict[str, dict[str, list[float]]]] = {}
     for src in sources:
         if src.preset is None or src.class_name in out or min(n, src.count) < RANGE_MIN_SAMPLES:
             continue
@@ -98,8 +108,18 @@ def preset_ranges(sources: Sequence[Source], crop: Sequence[int],
             low, high = covered_range(values, attr.low, attr.high)
         except ValueError:  # all alike, or all outside the declared range
             continue
-        out[src.class_name] = {attr.name: [low, high]}  # unrounded: a sweep to the end is not clamped
+        inside = np.clip(np.asarray(values, np.float64), low, high)
+        out[src.class_name] = {  # unrounded: a sweep to the end is not clamped
+            "attribute_ranges": {attr.name: [low, high]},
+            "attribute_quantiles": {attr.name: np.quantile(inside, QUANTILE_LEVELS).tolist()}}
     return out
+
+
+def preset_ranges(sources: Sequence[Source], crop: Sequence[int],
+                  n: int = RANGE_SAMPLES) -> dict[str, dict[str, list[float]]]:
+    """Per preset class, ``{attribute: [low, high]}``: the ``attribute_ranges`` of
+    ``preset_attribute_records``."""
+    return {name: rec["attribute_ranges"] for name, rec in preset_attribute_records(sources, crop, n).items()}
 
 
 def preset_refs(src: Source, crop: Sequence[int]) -> list[SampleRef]:

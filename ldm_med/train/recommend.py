@@ -1,7 +1,8 @@
 """Record the sampling settings measured best for one class of a generation model in the model file
 (its class's ``sampling`` entry, read by ``ldm_med.generate`` when no ``--guidance`` is given):
 
-    python -m ldm_med.train.recommend MODEL CLASS --guidance G [--attr-guidance A] --why TEXT
+    python -m ldm_med.train.recommend MODEL CLASS --guidance G [--attr-guidance A] [--free-attributes]
+        --why TEXT
 
 Rewrites the file (weights unchanged); ``--clear`` removes the entry."""
 from __future__ import annotations
@@ -23,10 +24,13 @@ def record_sampling(path: str, name: str, sampling: dict | None, half: bool = Tr
 
     return str(rewrite_classes(path, record, half=half))
 
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model"), ap.add_argument("cls", metavar="CLASS")
     ap.add_argument("--guidance", type=float), ap.add_argument("--attr-guidance", type=float)
+    ap.add_argument("--free-attributes", action="store_true",
+                    help="leave attributes not requested unconditioned instead of drawing them")
     ap.add_argument("--why", default="", help="the measurement behind the setting (kept in the file)")
     ap.add_argument("--clear", action="store_true")
     args = ap.parse_args(argv)
@@ -37,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         sampling = {"guidance": args.guidance, "why": args.why}
         if args.attr_guidance is not None:
             sampling["attr_guidance"] = args.attr_guidance
+        if args.free_attributes:
+            sampling["draw_attributes"] = False
     print("written", record_sampling(args.model, args.cls, sampling))
     return 0
 

@@ -103,6 +103,32 @@ def test_attribute_guidance_is_a_third_branch_against_the_class_only_model():
                        guided_denoiser(model, 1, absent, 2.0, (4, 4))(x, 0.5))
 
 
+
+class _TwoAttributeDenoiser:
+    """100 for a class label, +1 for attribute 0 present, +10 for attribute 1 present."""
+
+    def __call__(self, x, t, cond=None, labels=None):
+        flags = cond[:, [1, 3]].flatten(2).mean(2)
+        value = 100.0 * (labels != NULL).float() + flags[:, 0] + 10.0 * flags[:, 1]
+        return value.reshape(-1, 1, 1, 1).expand_as(x)
+
+
+def test_drawn_attributes_are_guided_with_the_class_and_only_requested_ones_apart():
+    from types import SimpleNamespace
+
+    from ldm_med.generation.sampling import guided_denoiser
+
+    model = SimpleNamespace(attributes={"a": {}, "b": {}}, label_names=["c"] * NULL, null_label=NULL,
+                            denoiser=_TwoAttributeDenoiser())
+    x, nan = torch.zeros(1, 2, 4, 4), float("nan")
+    attrs, drawn = torch.tensor([[0.3, -0.2]]), torch.tensor([[nan, -0.2]])  # a requested, b drawn
+    out = guided_denoiser(model, 1, attrs, 2.0, (4, 4), attr_guidance=5.0, drawn=drawn)(x, 0.5)
+    # x0_u = 0, class-only branch (class + drawn b) = 110, conditional = 111
+    assert float(out.flatten()[0]) == pytest.approx(2.0 * 110.0 + 5.0 * 1.0)
+    only_drawn = torch.tensor([[nan, -0.2]])  # nothing requested: no branch apart, b guided with the class
+    plain = guided_denoiser(model, 1, only_drawn, 2.0, (4, 4), attr_guidance=5.0, drawn=only_drawn)(x, 0.5)
+    assert float(plain.flatten()[0]) == pytest.approx(2.0 * 110.0)
+
 def test_attribute_guidance_end_to_end(tiny_generator):
     def one(**kw):
         return ldm_med.generate(_opts(tiny_generator, "astronomical", **kw)).volumes[0]
@@ -337,3 +363,79 @@ def test_preset_attributes_read_the_shipped_models_ranges_without_torch():
     out = done.stdout.split()
     assert out[2] == "60.0" and out[3] == "False"  # the declared range, and no torch import
     assert float(out[0]) < float(out[1]) <= 60.0
+
+
+def test_training_attribute_distribution_is_measured_as_quantiles_within_the_range():
+    from ldm_med.config import Source
+    from ldm_med.train.gendata import QUANTILE_LEVELS, RANGE_MIN_SAMPLES, preset_attribute_records
+
+    rec = preset_attribute_records([Source(preset="molecular", count=RANGE_MIN_SAMPLES, seed=0)], (32, 32))
+    low, high = rec["molecular"]["attribute_ranges"]["radius_of_gyration"]
+    q = np.array(rec["molecular"]["attribute_quantiles"]["radius_of_gyration"])
+    assert q.shape == QUANTILE_LEVELS.shape and np.all(np.diff(q) >= 0)
+    assert (q[0], q[-1]) == (low, high)  # values clipped to the range they cover: its ends are theirs
+    assert len(np.unique(q)) > 5  # a spread, not one value
+
+
+def _with_quantiles(tiny_generator, tmp_path):
+    import shutil
+
+    from ldm_med.generation.model import rewrite_classes
+
+    model = tmp_path / "drawn.safetensors"
+    shutil.copy(tiny_generator, model)
+    rewrite_classes(model, lambda classes: classes["astronomical"].update(
+        attribute_quantiles={"n_sources": np.linspace(10.0, 50.0, 21).tolist()}), half=False)
+    return model
+
+
+def test_an_attribute_not_requested_is_drawn_per_sample_from_the_training_distribution(tiny_generator,
+                                                                                        tmp_path):
+    """Unconditioned, guided samples of a class all came out alike (3D CT bodies of one size): the
+    attribute is drawn as the training data have it, seeded, recorded, and it is exactly a request."""
+    model = _with_quantiles(tiny_generator, tmp_path)
+    res = ldm_med.generate(_opts(model, "astronomical", n=4, seed=3))
+    drawn = [v.metadata["provenance"]["attrs_drawn"]["n_sources"] for v in res.volumes]
+    assert all(10.0 <= d <= 50.0 for d in drawn) and len(set(drawn)) == 4
+    again = ldm_med.generate(_opts(model, "astronomical", n=4, seed=3))
+    for a, b in zip(res.volumes, again.volumes):  # same seed, same draws, same samples
+        assert a.metadata["provenance"]["attrs_drawn"] == b.metadata["provenance"]["attrs_drawn"]
+        np.testing.assert_array_equal(a.data, b.data)
+    asked = ldm_med.generate(_opts(model, "astronomical", seed=4, attrs=(("n_sources", drawn[1]),)))
+    np.testing.assert_array_equal(asked.volumes[0].data, res.volumes[1].data)
+    assert asked.volumes[0].metadata["provenance"]["attrs_drawn"] == {}  # a request is not drawn
+
+    free = ldm_med.generate(_opts(model, "astronomical", seed=3, draw_attributes=False)).volumes[0]
+    plain = ldm_med.generate(_opts(tiny_generator, "astronomical", seed=3)).volumes[0]  # records none
+    assert free.metadata["provenance"]["attrs_drawn"] == {}
+    np.testing.assert_array_equal(free.data, plain.data)
+    assert not np.array_equal(free.data, res.volumes[0].data)
+
+
+def test_free_attributes_flag_and_the_drawn_values_in_the_summary(tiny_generator, tmp_path, capsys):
+    model = _with_quantiles(tiny_generator, tmp_path)
+    base = ["generate", "--preset", "astronomical", "--checkpoint", str(model), "--n", "2", "--steps", "2"]
+    assert main([*base, "--out", str(tmp_path / "drawn")]) == 0
+    assert "drawn n_sources" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "drawn" / "generation.json").read_text())
+    assert summary["settings"]["draw_attributes"] is True
+    assert all(10.0 <= s["attrs_drawn"]["n_sources"] <= 50.0 for s in summary["samples"])
+    assert main([*base, "--free-attributes", "--out", str(tmp_path / "free"), "-q"]) == 0
+    summary = json.loads((tmp_path / "free" / "generation.json").read_text())
+    assert summary["settings"]["draw_attributes"] is False
+    assert [s["attrs_drawn"] for s in summary["samples"]] == [{}, {}]
+
+
+def test_a_class_can_record_that_its_attributes_stay_free(tiny_generator, tmp_path, capsys):
+    """Where drawing measured worse (3D astronomical), the class records it; an explicit choice wins."""
+    from ldm_med.train.recommend import main as recommend
+
+    model = _with_quantiles(tiny_generator, tmp_path)
+    assert recommend([str(model), "astronomical", "--guidance", "2", "--free-attributes", "--why", "t"]) == 0
+    default = ldm_med.generate(_opts(model, "astronomical", seed=3))
+    assert default.options.draw_attributes is False
+    assert default.volumes[0].metadata["provenance"]["attrs_drawn"] == {}
+    forced = ldm_med.generate(_opts(model, "astronomical", seed=3, draw_attributes=True))
+    assert "n_sources" in forced.volumes[0].metadata["provenance"]["attrs_drawn"]
+    assert main(["generate", "--list", "--checkpoint", str(model)]) == 0
+    assert "attributes free" in capsys.readouterr().out
