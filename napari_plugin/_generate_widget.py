@@ -229,18 +229,19 @@ def _drop_leading_axis(data: np.ndarray, kwargs: dict) -> tuple[np.ndarray, dict
 
 
 def summary(generation: Any, units: dict[str, str] | None = None) -> str:
-    """The status line: how many samples, the time per sample, the measured attribute (in
-    ``units[name]``), any notes."""
+    """The status line: how many samples, the time per sample, the attribute drawn for them and the
+    attribute measured (in ``units[name]``), any notes."""
     n = len(generation.volumes)
     text = (f"{n} synthetic {generation.options.preset} sample{'s' if n > 1 else ''} in "
             f"{generation.seconds:.1f} s ({generation.seconds / max(n, 1):.2f} s each)")
-    measured: dict[str, list[float]] = {}
-    for volume in generation.volumes:
-        for name, value in volume.metadata.get("provenance", {}).get("measured", {}).items():
-            measured.setdefault(name, []).append(value)
-    for name, values in measured.items():
-        unit = (units or {}).get(name, "")
-        text += f"; measured {name}: {', '.join(f'{v:g}' for v in values)}" + (f" {unit}" if unit else "")
+    for key, verb, fmt in (("attrs_drawn", "drawn", ".4g"), ("measured", "measured", "g")):
+        values: dict[str, list[float]] = {}
+        for volume in generation.volumes:
+            for name, value in volume.metadata.get("provenance", {}).get(key, {}).items():
+                values.setdefault(name, []).append(value)
+        for name, vals in values.items():
+            unit = (units or {}).get(name, "")
+            text += f"; {verb} {name}: {', '.join(f'{v:{fmt}}' for v in vals)}" + (f" {unit}" if unit else "")
     return text + "".join(f"; {note}" for note in generation.notes)
 
 

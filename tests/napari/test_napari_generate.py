@@ -205,3 +205,16 @@ def test_bad_input_becomes_a_notification(qtbot, gen_widget, tmp_path):
         assert "a 2D model" in str(seen[-1].message), str(seen[-1].message)
     assert all(n.message.startswith("ldm-med: ") for n in seen)  # one line each, no traceback
     assert not _synthetic(viewer)
+
+
+def test_status_line_says_what_was_drawn_and_what_was_measured():
+    from types import SimpleNamespace
+
+    from napari_plugin._generate_widget import summary
+
+    vols = [SimpleNamespace(metadata={"provenance": {"attrs_drawn": {"n_sources": d},
+                                                     "measured": {"n_sources": m}}})
+            for d, m in ((12.25, 11.0), (30.5, 27.0))]
+    gen = SimpleNamespace(volumes=vols, options=SimpleNamespace(preset="astronomical"), seconds=2.0, notes=[])
+    text = summary(gen, {"n_sources": "count"})
+    assert "drawn n_sources: 12.25, 30.5 count; measured n_sources: 11, 27 count" in text, text
