@@ -64,6 +64,7 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
             report(i * options.steps + min(s.step + 1, options.steps))
 
         vec, drawn = drawn_attributes(model, options, attrs, i)
+        # the drawn ones alone: guided with the class, not by the requested attributes' own scale
         only_drawn = torch.where(torch.isfinite(attrs), torch.full_like(vec, float("nan")), vec)
         with _autocast(device):
             x = _sample(model, options, label, vec, only_drawn, size, options.seed + i, device, step)
