@@ -43,15 +43,16 @@ def save_gallery(volumes: list[Volume], path: str | Path, title: str = "",
         for ax, vol, label in zip(axes.ravel(), volumes, labels):
             _show(ax, vol.data[:, :, 0], vol, (0, 1), label)
     else:
-        fig, axes = plt.subplots(len(volumes), 4, figsize=(10.4, 2.8 * len(volumes)), squeeze=False)
+        fig, axes = plt.subplots(len(volumes), 4, figsize=(10.4, 3.0 * len(volumes)), squeeze=False)
         for row, (vol, label) in enumerate(zip(volumes, labels)):
             d = vol.data
-            planes = [(d[:, :, d.shape[2] // 2], (0, 1), f"{label}: axial mid-plane"),
+            planes = [(d[:, :, d.shape[2] // 2], (0, 1), "axial mid-plane"),
                       (d[:, d.shape[1] // 2, :], (0, 2), "coronal mid-plane"),
                       (d[d.shape[0] // 2, :, :], (1, 2), "sagittal mid-plane"),
                       (d.max(axis=2), (0, 1), "maximum-intensity projection")]
             for col, (img, axes_used, name) in enumerate(planes):
                 _show(axes[row, col], img, vol, axes_used, name)
+            axes[row, 0].set_ylabel(label, fontsize=8)  # the row's sample, beside its planes
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
