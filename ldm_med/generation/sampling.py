@@ -27,10 +27,11 @@ def guided_denoiser(model: GenerationModel, label: int, attrs: torch.Tensor, gui
     the class, so ``attr_guidance`` pushes only what the user asked for."""
     k = len(model.attributes)
     dev = attrs.device
-    drawn = torch.full_like(attrs, float("nan")) if drawn is None else drawn.to(dev)
+    none = torch.full_like(attrs, float("nan"))
+    drawn = none if drawn is None else drawn.to(dev)
     cond_c = attribute_channels(attrs, latent, k)
-    cond_k = attribute_channels(drawn, latent, k)
-    cond_u = attribute_channels(torch.full_like(attrs, float("nan")), latent, k)
+    cond_u = attribute_channels(none, latent, k)
+    cond_k = cond_u if drawn is none else attribute_channels(drawn, latent, k)
     labels_c = torch.tensor([label], device=dev) if model.label_names else None
     labels_u = torch.tensor([model.null_label], device=dev) if model.label_names else None
     den = model.denoiser
@@ -74,8 +75,7 @@ def sample_one(model: GenerationModel, *, label: int, attrs: torch.Tensor, guida
 
     f = model.ae.downsample
     latent = (*size[:-2], size[-2] // f, size[-1] // f)
-    fn = guided_denoiser(model, label, attrs.to(device), guidance, latent, attr_guidance,
-                         None if drawn is None else drawn.to(device))
+    fn = guided_denoiser(model, label, attrs.to(device), guidance, latent, attr_guidance, drawn)
     gen = torch.Generator().manual_seed(int(seed))
     z = sample(sampler, fn, (1, model.latent_channels, *latent), model.sde, steps, generator=gen,
                device=device, callback=callback)
