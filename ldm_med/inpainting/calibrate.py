@@ -135,7 +135,7 @@ def holdout_calibration(model, x: np.ndarray, missing: np.ndarray, fill, samplin
     x_h = fill(x_lin, gaps) if fill is not None else x_lin
     report = (lambda stage, done, total: progress(f"calibrate {stage}", done, total)) if progress else None
     corrections = sample_corrections(model, x_h.astype(np.float32), gaps, sampling, device, report,
-                                     decode=held)  # (N, hidden slices, A, B)
+                                     decode=held, spread_only=fill is not None)  # (N, hidden slices, A, B)
     estimate = x_h[held] + (corrections.mean(axis=0) if fill is None else 0.0)
     errors, std = estimate - x[held], corrections.std(axis=0)
     features = map_features(std, estimate, x_lin[held])

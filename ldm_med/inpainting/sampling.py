@@ -104,7 +104,7 @@ def tiled_denoiser(model, cond: Tensor, roi: tuple[int, int, int], overlap: floa
 @torch.inference_mode()
 def sample_corrections(model, x_c: np.ndarray, missing: np.ndarray, opts: SamplingOptions,
                        device: torch.device, progress: Progress | None = None,
-                       decode: np.ndarray | None = None) -> np.ndarray:
+                       decode: np.ndarray | None = None, spread_only: bool = False) -> np.ndarray:
     """Posterior samples of ``D(z_c + s_r r) - D(z_c)`` on the missing slices.
 
     Args:
@@ -113,6 +113,9 @@ def sample_corrections(model, x_c: np.ndarray, missing: np.ndarray, opts: Sampli
         missing: ``(Z,)`` bool.
         decode: ``(Z,)`` bool, the missing slices to decode (default all): the calibration needs
             only the hidden acquired ones.
+        spread_only: the caller needs the samples' deviations from each other only, not their mean:
+            ``D(z_c)``, the same for every sample, is neither decoded nor subtracted (a ninth less
+            decoding at 8 samples).
 
     Returns:
         ``(samples, n_decoded, A, B)`` float32 corrections in normalised units.
@@ -143,7 +146,7 @@ def sample_corrections(model, x_c: np.ndarray, missing: np.ndarray, opts: Sampli
     wanted = miss[0] if decode is None else miss[0] & torch.as_tensor(decode, device=device)
     z_miss = z_c[0][:, wanted].transpose(0, 1)  # (M, Cz, h', w')
     dec = lambda z: ae.decode(z / ls)
-    base = _in_batches(dec, z_miss, opts.slice_batch, device, pixels)
+    base = 0.0 if spread_only else _in_batches(dec, z_miss, opts.slice_batch, device, pixels)
     out = []
     for n in range(opts.samples):
         report("decode", n, opts.samples)

@@ -165,10 +165,11 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
         from ldm_med.inpainting.sampling import SamplingOptions, sample_corrections
 
         sampling = SamplingOptions(**{f.name: getattr(opts, f.name) for f in fields(SamplingOptions)})
-        corrections = sample_corrections(model, x, missing, sampling, device, progress)  # (N, M, A, B)
-        mean = corrections.mean(axis=0)
-        if opts.refine == "off":  # otherwise the samples are centred on the refiner's estimate
-            estimate = estimate + mean
+        # with the refiner, the samples are centred on its estimate: only their spread is used
+        corrections = sample_corrections(model, x, missing, sampling, device, progress,
+                                         spread_only=opts.refine != "off")  # (N, M, A, B)
+        if opts.refine == "off":
+            estimate = estimate + corrections.mean(axis=0)
         if corrections.shape[0] > 1:
             samples = calibrated_samples(model, x, x_lin, missing, estimate, corrections, fill, sampling,
                                          device, progress, info)

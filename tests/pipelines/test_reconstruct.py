@@ -96,3 +96,15 @@ def test_windowed_sampling_equals_one_window(sampler):
     np.testing.assert_allclose(tiled, whole, atol=2e-5, rtol=1e-4)
     again = sample_corrections(model, x_c, missing, replace(opts, roi=(24, 16, 18)), torch.device("cpu"))
     np.testing.assert_array_equal(again, whole)  # reproducible per seed
+
+
+def test_samples_spread_is_the_same_without_decoding_the_base():
+    model = _tiny_model()
+    x_c = np.random.default_rng(1).normal(size=(12, 16, 16)).astype(np.float32)
+    missing = np.zeros(12, bool)
+    missing[1::2] = True
+    opts = ReconstructOptions(steps=2, samples=3, seed=0)
+    full = sample_corrections(model, x_c, missing, opts, torch.device("cpu"))
+    spread = sample_corrections(model, x_c, missing, opts, torch.device("cpu"), spread_only=True)
+    assert full.std(axis=0).max() > 1e-3
+    np.testing.assert_allclose(spread - spread.mean(0), full - full.mean(0), atol=1e-5)
