@@ -187,10 +187,6 @@ def _choice_line(info: dict) -> str:
                  f"to the best interpolation: {_ranked(info['check_score'], '.3f')})")
     elif info.get("check_rmse"):
         line += f" (chosen by hiding acquired slices; RMSE there: {_ranked(info['check_rmse'], '.4g')})"
-    if info.get("range_guard"):
-        guard = info["range_guard"]
-        line += (f"; {guard['voxels']} missing voxels above {guard['level']:g}x the scan's 99.5th percentile "
-                 f"(beyond the refiners' training) from {info.get('anchor')} alone")
     return line
 
 

@@ -10,8 +10,6 @@ acquired slices, and return the blend the check chooses.
         ──► spectral cubes: the final choice also scores every candidate on in-plane rows   [second view]
             matched to the through-plane structure, at the real gap geometry (matched.py)
         ──► w_p * pretrained(x_c) + w_t * fine-tuned(x_c) + w_a * anchor(x_c)               [refine]
-        ──► spectral cubes: voxels far above the trained range (bright sources) from the    [range guard]
-            anchor alone
 
 Fine-tuning helps where a scan's in-plane structure predicts its through-plane structure (real brains)
 and hurts where it does not and the pretrained prior knows better (anatomy that repeats along the body
@@ -55,7 +53,6 @@ class Refined:
     fill: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     tuned_steps: int = 0
     skipped: bool = False  # the fine-tuning did not start: the pretrained refiner was far enough ahead
-    guarded: int = 0  # missing voxels above AdaptOptions.range_guard, given the anchor
 
 
 def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray, spacing: Sequence[float],
@@ -93,10 +90,8 @@ def adapt_and_refine(net: torch.nn.Module, x_c: np.ndarray, missing: np.ndarray,
         if result.rmse and (stopper is None or opts.inplane_view):  # the final choice, both views if asked
             result = checker.score(candidates, fixed=(PRETRAINED,), inplane=opts.inplane_view)
     weights = result.weights or {TUNED if TUNED in candidates else PRETRAINED: 1.0}
-    fill = functools.partial(_blend, weights, candidates, opts=opts, device=device, anchor=result.anchor)
-    volume = fill(x_c, missing, report=report)
-    return Refined(volume, result, fill, tuned_steps, skipped, int(_above_range(x_c, missing, opts).sum())
-                   if result.anchor else 0)
+    fill = functools.partial(_blend, weights, candidates, opts=opts, device=device)
+    return Refined(fill(x_c, missing, report=report), result, fill, tuned_steps, skipped)
 
 
 def _first_check(net, x_c: np.ndarray, missing: np.ndarray, opts: AdaptOptions, device,
@@ -149,17 +144,10 @@ class _EarlyStop:
         return self.first, 0
 
 
-def _above_range(x_c: np.ndarray, missing: np.ndarray, opts: AdaptOptions) -> np.ndarray:
-    """Missing voxels whose linear interpolation lies above ``opts.range_guard``."""
-    return (x_c > opts.range_guard) & np.asarray(missing, dtype=bool)[:, None, None]
-
-
 def _blend(weights: dict[str, float], nets: dict[str, torch.nn.Module], x_c: np.ndarray, missing: np.ndarray,
-           opts: AdaptOptions, device: torch.device | str, report: Progress = no_progress,
-           anchor: str | None = None) -> np.ndarray:
-    """``sum_i w_i * candidate_i(x_c)``: refiners by name, interpolations by method name; the voxels
-    above ``opts.range_guard`` from ``anchor`` alone. Progress counts batches of planes, so a cancel
-    waits for one batch at most."""
+           opts: AdaptOptions, device: torch.device | str, report: Progress = no_progress) -> np.ndarray:
+    """``sum_i w_i * candidate_i(x_c)``: refiners by name, interpolations by method name. Progress
+    counts batches of planes, so a cancel waits for one batch at most."""
     out = np.zeros_like(x_c, dtype=np.float32)
     per_net = plane_batches(x_c.shape, opts.apply_batch)
     total = sum(per_net if name in nets else 1 for name in weights)
@@ -178,8 +166,5 @@ def _blend(weights: dict[str, float], nets: dict[str, torch.nn.Module], x_c: np.
             estimate = fill_missing(x_c, missing, axis=0, method=name)
             step()
         out += np.float32(w) * estimate
-    above = _above_range(x_c, missing, opts) if anchor else None
-    if above is not None and above.any():
-        out[above] = fill_missing(x_c, missing, axis=0, method=anchor)[above]
     out[~missing] = x_c[~missing]
     return out

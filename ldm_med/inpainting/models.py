@@ -19,13 +19,6 @@ SCIENCE_MODALITIES = ("EM", "ASTRO")  # density maps (MRC/MAP) and astronomical 
 # on in-plane rows at the real gap geometry (blend.py, "second view"); on CT, MR and density maps that
 # view cost up to 2 dB at x2 (docs/method.md, "A second view for the check").
 SECOND_VIEW_MODALITIES = ("ASTRO",)
-# Where missing voxels whose linear interpolation lies above this level (normalised: 1.0 is the scan's
-# 99.5th percentile) take the check's anchor instead of the refiners (AdaptOptions.range_guard). Spectral
-# cubes: bright sources reach 8-29x that level, far beyond what the refiner saw in training, and the
-# three benchmark cells that lost to an interpolation lost on them; with the guard (0.4% of the missing
-# voxels) the 18 cells' worst margin went -2.08 -> -1.23 dB and the cells below -0.2 dB 3 -> 1, mean
-# +0.41 -> +0.48. On MR phantoms the same rule cost 0.06-0.26 dB (docs/method.md, "A range guard").
-RANGE_GUARD = {"ASTRO": 1.0}
 # No fine-tuning where the shipped refiner is already this many dB ahead of the best interpolation on the
 # check (AdaptOptions.skip_margin). CT: on the 18 CT phantom cells of bench/adapt_gate.py (3 volumes x 6
 # gap patterns) fine-tuning never gained (0 steps kept, +0.00 dB everywhere) and cost 15-100 s a cell; the

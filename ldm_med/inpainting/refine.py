@@ -51,10 +51,6 @@ class AdaptOptions:
     ``inplane_view``: the final blend is chosen by the check and its second view at the real gap
     geometry (``blend.py``, ``matched.py``); the early stop uses the hidden slices alone: the
     fine-tuning trains on in-plane rows of the same slices, so that view is partly in-sample for it.
-
-    ``range_guard``: missing voxels whose linear interpolation (normalised) lies above this level take
-    the check's anchor instead of the blend: the refiners are not trusted that far above the range
-    they were trained on (``inf``: off; ``adapt._blend``).
     """
 
     steps: int = 300
@@ -74,7 +70,6 @@ class AdaptOptions:
     final_lr_fraction: float = 0.1
     inplane_view: bool = False
     skip_margin: float = math.inf
-    range_guard: float = math.inf
 
 
 def through_planes(x: Tensor) -> tuple[Tensor, Tensor]:

@@ -132,7 +132,6 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
     """
     from ldm_med.data.intensity import intensity_map_for
     from ldm_med.inpainting.models import (
-        RANGE_GUARD,
         SECOND_VIEW_MODALITIES,
         SKIP_FINE_TUNING_ABOVE_DB,
         default_refiner,
@@ -157,8 +156,7 @@ def model_estimate(volume: Volume, anchor: np.ndarray, missing: np.ndarray, opts
         if skip is None:  # the modality's own rule
             skip = SKIP_FINE_TUNING_ABOVE_DB.get(modality, math.inf)
         x, fill, choice = refined(refiner, volume, x, missing, opts, device, progress,
-                                  second_view=modality in SECOND_VIEW_MODALITIES, skip_margin=skip,
-                                  range_guard=RANGE_GUARD.get(modality, math.inf))
+                                  second_view=modality in SECOND_VIEW_MODALITIES, skip_margin=skip)
         info.update(choice)
     estimate, samples = x[missing], None
     if opts.uses_diffusion:
@@ -199,22 +197,21 @@ def calibrated_samples(model, x, x_lin, missing, estimate, corrections, fill, sa
 
 
 def refined(net, volume: Volume, x_c: np.ndarray, missing: np.ndarray, opts: ReconstructOptions, device,
-            progress: Progress | None, second_view: bool = False, skip_margin: float = math.inf,
-            range_guard: float = math.inf) -> tuple[np.ndarray, object, dict]:
+            progress: Progress | None, second_view: bool = False,
+            skip_margin: float = math.inf) -> tuple[np.ndarray, object, dict]:
     """``x_c (Z, A, B)`` normalised, with missing slices filled by the blend the check on hidden acquired
     slices chose among the refiner ``net`` (as shipped, and fine-tuned on the scan first with
     ``refine="adapt"``) and the plain interpolations; the blend as a function of other gaps; and what
     was chosen, for the metadata. ``second_view``: the blend is also chosen on in-plane rows at the
     real gap geometry (``blend.py``); ``skip_margin``: no fine-tuning when the pretrained refiner is
-    that many dB ahead of the best interpolation on the check; ``range_guard``: missing voxels whose
-    linear interpolation lies above this normalised level take the check's anchor."""
+    that many dB ahead of the best interpolation on the check."""
     from ldm_med.inpainting.adapt import PRETRAINED, adapt_and_refine
     from ldm_med.inpainting.refine import AdaptOptions
 
     steps = opts.adapt_budget(int(missing.sum()) * x_c.shape[1] * x_c.shape[2])
     out = adapt_and_refine(net, x_c, missing, volume.spacing_slices_first(),
                            AdaptOptions(steps=steps, seed=opts.seed, inplane_view=second_view,
-                                        skip_margin=skip_margin, range_guard=range_guard), device,
+                                        skip_margin=skip_margin), device,
                            progress)
     check = out.check
     choice = {"adapt_budget": steps, "adapt_steps_used": out.tuned_steps,
@@ -223,10 +220,6 @@ def refined(net, volume: Volume, x_c: np.ndarray, missing: np.ndarray, opts: Rec
         margin = check.margin_db(PRETRAINED)
         choice["adapt_skipped"] = (f"the shipped refiner was {margin:.2f} dB ahead of the best interpolation "
                                    f"on the check (more than {skip_margin:g} dB)")
-    if out.guarded:
-        choice["range_guard"] = {"level": range_guard, "voxels": out.guarded,
-                                 "why": "linear interpolation above the range the refiners were trained on"
-                                        " (normalised level; 1 = the scan's 99.5th percentile): the anchor"}
     if check.rmse:
         choice["anchor"] = check.anchor
         choice["check_rmse"] = {k: round(v, 5) for k, v in check.rmse.items()}
