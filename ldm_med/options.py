@@ -129,6 +129,10 @@ class GenerateOptions:
         checkpoint: a generation model file; default the shipped model for ``dims``.
         decoder_noise: add noise with the spectrum of the autoencoder's round-trip error on the class
             (recorded in the model), so samples have the data's grain, not the decoder's smooth mean.
+        candidates: when an attribute is requested, draw this many candidates per sample and keep
+            the one whose measured attribute is closest to the request (the class's own measure:
+            rejection by the attribute's definition; each candidate costs a whole sample); ``None``: the
+            model's setting for the class, else 1. Classes without a measure draw one.
     """
 
     preset: str
@@ -145,6 +149,7 @@ class GenerateOptions:
     device: str = "auto"
     checkpoint: str | None = None
     decoder_noise: bool = True
+    candidates: int | None = None
 
     def __post_init__(self) -> None:
         if self.checkpoint is None and self.preset not in PRESET_NAMES:
@@ -164,6 +169,8 @@ class GenerateOptions:
             raise InputError(f"unknown sampler {self.sampler!r}; valid: {', '.join(SAMPLER_NAMES)}")
         if self.steps < 1:
             raise InputError(f"--steps must be >= 1, got {self.steps}")
+        if self.candidates is not None and not 1 <= self.candidates <= 16:
+            raise InputError(f"--candidates must be in [1, 16], got {self.candidates}")
         names = [name for name, _ in self.attrs]
         if len(set(names)) != len(names):
             raise InputError(f"an attribute is given twice: {names}")
@@ -175,7 +182,7 @@ class GenerateOptions:
                 "guidance": self.guidance, "attr_guidance": self.attr_guidance, "attrs": dict(self.attrs),
                 "draw_attributes": self.draw_attributes, "seed": self.seed,
                 "sampler": self.sampler, "steps": self.steps, "checkpoint": self.checkpoint,
-                "decoder_noise": self.decoder_noise}
+                "decoder_noise": self.decoder_noise, "candidates": self.candidates}
 
 
 def parse_attribute(spec: str) -> tuple[str, float]:

@@ -38,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                               "(default: the model's setting for the preset, shown by --list; else draw)")
     drawing.add_argument("--draw-attributes", dest="draw_attributes", action="store_const", const=True,
                          help="draw attributes not given by --attr, whatever the model's setting")
+    p.add_argument("--candidates", type=int, default=None, metavar="K",
+                   help="with --attr: draw K candidates per sample and keep the one whose measured "
+                        "attribute is closest to the request (K times the time; default: the model's "
+                        "setting for the preset, shown by --list; else 1)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (default 0)")
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default="dpm++2m")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         attrs=tuple(parse_attribute(a) for a in args.attr), draw_attributes=args.draw_attributes,
         seed=args.seed,
         sampler=args.sampler, steps=args.steps, device=args.device, checkpoint=args.checkpoint,
-        decoder_noise=args.decoder_noise)
+        decoder_noise=args.decoder_noise, candidates=args.candidates)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         result = ldm_med.generate(opts, progress=None if args.quiet else progress_reporter())
@@ -91,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
             found = v.metadata["provenance"].get("measured", {})
             said = [f"drawn {k} {val:.4g}" for k, val in drawn.items()]
             said += [f"measured {k} {val:g}" for k, val in found.items()]
+            chosen = v.metadata["provenance"].get("reranking")
+            said += [f"closest of {len(chosen['seeds'])} candidates"] if chosen else []
             print(f"  {p.name}" + (f"  ({', '.join(said)})" if said else ""))
     return 0
 
@@ -107,5 +113,7 @@ def list_presets(args: argparse.Namespace) -> int:
         labels = (("guidance", "guidance"), ("attr_guidance", "attribute guidance"))
         scales = "".join(f"; {label} {sampling[key]:g}" for key, label in labels if key in sampling)
         scales += "; attributes free" if sampling.get("draw_attributes") is False else ""
+        if sampling.get("candidates"):
+            scales += f"; {sampling['candidates']} candidates per --attr sample"
         print(f"  {name:<14} {c['modality']:<6} {c['format']:<6} {'; '.join(attrs) or '-'}{scales}")
     return 0

@@ -6,7 +6,9 @@ autoencoder's decoder, corrected by its mean round-trip error over intensity on 
 with the spectrum of the remaining error (``decoder_noise``: the grain a decoder's mean leaves out,
 ``ldm_med.generation.grain``) -> the class's intensity stretch back to physical units -> a
 :class:`Volume` with the class's voxel size, marked synthetic in its metadata together with every
-setting, the attributes drawn, the model and the attribute measured on the result.
+setting, the attributes drawn, the model and the attribute measured on the result. With ``candidates``
+and a requested attribute, that many candidates are drawn per sample and the one whose measured
+attribute is closest to the request is kept (its provenance lists them all).
 """
 from __future__ import annotations
 
@@ -50,7 +52,9 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
     attrs, notes = attribute_vector(model, options)
     info = model.classes[options.preset]
     options = sampling_settings(options, info)
-    total = options.n * options.steps
+    reranked = reranked_attribute(model, options, attrs)
+    per_sample = options.candidates if reranked else 1
+    total = options.n * per_sample * options.steps
     done = [0]
 
     def report(n: int) -> None:
@@ -60,18 +64,28 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
     report(0)
     volumes = []
     for i in range(options.n):
-        def step(s, i=i):
-            report(i * options.steps + min(s.step + 1, options.steps))
-
         vec, drawn = drawn_attributes(model, options, attrs, i)
         # the drawn ones alone: guided with the class, not by the requested attributes' own scale
         only_drawn = torch.where(torch.isfinite(attrs), torch.full_like(vec, float("nan")), vec)
-        with _autocast(device):
-            x = _sample(model, options, label, vec, only_drawn, size, options.seed + i, device, step)
-        rng = np.random.default_rng([options.seed + i, 1])  # the grain's seed, apart from the sampler's
-        noise = _grain(x, info, rng) if options.decoder_noise else 0.0
-        x = _debias(x, info) + noise
-        volumes.append(_as_volume(x, model, options, info, i, notes, drawn))
+        kept, misses = None, []
+        for c, seed in enumerate(candidate_seeds(options.seed + i, per_sample)):
+            def step(s, j=i * per_sample + c):
+                report(j * options.steps + min(s.step + 1, options.steps))
+
+            with _autocast(device):
+                x = _sample(model, options, label, vec, only_drawn, size, seed, device, step)
+            rng = np.random.default_rng([seed, 1])  # the grain's seed, apart from the sampler's
+            noise = _grain(x, info, rng) if options.decoder_noise else 0.0
+            volume = _as_volume(_debias(x, info) + noise, model, options, info, i, notes, drawn)
+            misses.append(_miss(volume, model, attrs, reranked) if reranked else 0.0)
+            if kept is None or misses[-1] < min(misses[:-1]):
+                kept = volume
+        if reranked:
+            kept.metadata["provenance"]["reranking"] = {
+                "attribute": reranked, "kept": int(np.argmin(misses)),
+                "seeds": candidate_seeds(options.seed + i, per_sample),
+                "miss": [round(m, 4) for m in misses]}
+        volumes.append(kept)
     if done[0] < total:
         report(total)
     return Generation(volumes, options, time.perf_counter() - start, info["natural_format"], notes)
@@ -84,6 +98,8 @@ def sampling_settings(options: GenerateOptions, info: dict) -> GenerateOptions:
     drawing. An explicit ``guidance`` takes no recorded attribute guidance (its scale was measured with
     the recorded class guidance)."""
     recorded = info.get("sampling", {})
+    if options.candidates is None:
+        options = replace(options, candidates=int(recorded.get("candidates", 1)))
     if options.draw_attributes is None:
         options = replace(options, draw_attributes=bool(recorded.get("draw_attributes", True)))
     if options.guidance is not None:
@@ -91,6 +107,33 @@ def sampling_settings(options: GenerateOptions, info: dict) -> GenerateOptions:
     attr = options.attr_guidance if options.attr_guidance is not None else recorded.get("attr_guidance")
     return replace(options, guidance=float(recorded.get("guidance", DEFAULT_GUIDANCE)),
                    attr_guidance=None if attr is None else float(attr))
+
+
+def reranked_attribute(model: GenerationModel, options: GenerateOptions,
+                       requested: torch.Tensor) -> str | None:
+    """The requested attribute the candidates are chosen by: the class's measured one (presets), when
+    it was requested and more than one candidate is asked for; else None."""
+    preset = model.classes[options.preset].get("preset")
+    if (options.candidates or 1) < 2 or not preset:
+        return None
+    from ldm_med.data.presets import get_preset
+
+    name = get_preset(preset).attribute.name
+    names = list(model.attributes)
+    return name if name in names and torch.isfinite(requested[0, names.index(name)]) else None
+
+
+def candidate_seeds(seed: int, k: int) -> list[int]:
+    """Sampler seeds of a sample's ``k`` candidates: its own seed first, so one candidate is the sample
+    without reranking; the others derived from it (``SeedSequence``), apart from every other sample's."""
+    return [seed] + [int(np.random.SeedSequence([seed, 3, c]).generate_state(1)[0]) for c in range(1, k)]
+
+
+def _miss(volume: Volume, model: GenerationModel, requested: torch.Tensor, name: str) -> float:
+    """How far the attribute measured on ``volume`` is from the request, in the model's normalised units."""
+    measured = volume.metadata["provenance"]["measured"][name]
+    k = list(model.attributes).index(name)
+    return abs(_normalised(model.attributes[name], measured) - float(requested[0, k]))
 
 
 def _grain(x: np.ndarray, info: dict, rng: np.random.Generator) -> np.ndarray | float:

@@ -2,7 +2,7 @@
 (its class's ``sampling`` entry, read by ``ldm_med.generate`` when no ``--guidance`` is given):
 
     python -m ldm_med.train.recommend MODEL CLASS --guidance G [--attr-guidance A] [--free-attributes]
-        --why TEXT
+        [--candidates K] --why TEXT
 
 Rewrites the file (weights unchanged); ``--clear`` removes the entry."""
 from __future__ import annotations
@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--guidance", type=float), ap.add_argument("--attr-guidance", type=float)
     ap.add_argument("--free-attributes", action="store_true",
                     help="leave attributes not requested unconditioned instead of drawing them")
+    ap.add_argument("--candidates", type=int,
+                    help="candidates per sample when an attribute is requested (the closest measured kept)")
     ap.add_argument("--why", default="", help="the measurement behind the setting (kept in the file)")
     ap.add_argument("--clear", action="store_true")
     args = ap.parse_args(argv)
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             sampling["attr_guidance"] = args.attr_guidance
         if args.free_attributes:
             sampling["draw_attributes"] = False
+        if args.candidates and args.candidates > 1:
+            sampling["candidates"] = args.candidates
     print("written", record_sampling(args.model, args.cls, sampling))
     return 0
 

@@ -439,3 +439,44 @@ def test_a_class_can_record_that_its_attributes_stay_free(tiny_generator, tmp_pa
     assert "n_sources" in forced.volumes[0].metadata["provenance"]["attrs_drawn"]
     assert main(["generate", "--list", "--checkpoint", str(model)]) == 0
     assert "attributes free" in capsys.readouterr().out
+
+
+def test_candidates_keep_the_sample_whose_measured_attribute_is_closest_to_the_request(tiny_generator):
+    request = (("n_sources", 20.0),)
+    one = ldm_med.generate(_opts(tiny_generator, "astronomical", attrs=request, seed=3)).volumes[0]
+    three = ldm_med.generate(_opts(tiny_generator, "astronomical", attrs=request, seed=3, candidates=3))
+    chosen = three.volumes[0].metadata["provenance"]["reranking"]
+    assert chosen["attribute"] == "n_sources" and chosen["seeds"][0] == 3 and len(set(chosen["seeds"])) == 3
+    assert chosen["miss"][chosen["kept"]] == min(chosen["miss"])
+    if chosen["kept"] == 0:  # the first candidate is the sample without reranking
+        np.testing.assert_array_equal(three.volumes[0].data, one.data)
+    else:
+        assert not np.array_equal(three.volumes[0].data, one.data)
+    assert "reranking" not in one.metadata["provenance"] and one.metadata["provenance"]["candidates"] == 1
+    again = ldm_med.generate(_opts(tiny_generator, "astronomical", attrs=request, seed=3, candidates=3))
+    np.testing.assert_array_equal(again.volumes[0].data, three.volumes[0].data)  # reproducible
+
+
+def test_candidates_need_a_requested_attribute_and_a_valid_count(tiny_generator):
+    from ldm_med.errors import InputError
+
+    steps = []
+    result = ldm_med.generate(_opts(tiny_generator, "astronomical", candidates=3),
+                              progress=lambda stage, done, total: steps.append(total))
+    assert "reranking" not in result.volumes[0].metadata["provenance"] and set(steps) == {3}  # one pass
+    with pytest.raises(InputError, match="--candidates"):
+        _opts(tiny_generator, "astronomical", candidates=0)
+
+
+def test_recorded_candidates_are_used_and_listed(tiny_generator, tmp_path, capsys):
+    import shutil
+
+    from ldm_med.train.recommend import main as recommend
+
+    model = tmp_path / "model.safetensors"
+    shutil.copy(tiny_generator, model)
+    assert recommend([str(model), "astronomical", "--guidance", "2", "--candidates", "2", "--why", "t"]) == 0
+    assert main(["generate", "--list", "--checkpoint", str(model)]) == 0
+    assert "2 candidates per --attr sample" in capsys.readouterr().out
+    prov = ldm_med.generate(_opts(model, "astronomical", attrs=(("n_sources", 9.0),))).volumes[0].metadata
+    assert len(prov["provenance"]["reranking"]["seeds"]) == 2 and prov["provenance"]["candidates"] == 2
