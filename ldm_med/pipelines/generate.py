@@ -67,8 +67,9 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
         vec, drawn = drawn_attributes(model, options, attrs, i)
         # the drawn ones alone: guided with the class, not by the requested attributes' own scale
         only_drawn = torch.where(torch.isfinite(attrs), torch.full_like(vec, float("nan")), vec)
-        kept, misses = None, []
-        for c, seed in enumerate(candidate_seeds(options.seed + i, per_sample)):
+        seeds = candidate_seeds(options.seed + i, per_sample)
+        candidates = []
+        for c, seed in enumerate(seeds):
             def step(s, j=i * per_sample + c):
                 report(j * options.steps + min(s.step + 1, options.steps))
 
@@ -76,16 +77,8 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
                 x = _sample(model, options, label, vec, only_drawn, size, seed, device, step)
             rng = np.random.default_rng([seed, 1])  # the grain's seed, apart from the sampler's
             noise = _grain(x, info, rng) if options.decoder_noise else 0.0
-            volume = _as_volume(_debias(x, info) + noise, model, options, info, i, notes, drawn)
-            misses.append(_miss(volume, model, attrs, reranked) if reranked else 0.0)
-            if kept is None or misses[-1] < min(misses[:-1]):
-                kept = volume
-        if reranked:
-            kept.metadata["provenance"]["reranking"] = {
-                "attribute": reranked, "kept": int(np.argmin(misses)),
-                "seeds": candidate_seeds(options.seed + i, per_sample),
-                "miss": [round(m, 4) for m in misses]}
-        volumes.append(kept)
+            candidates.append(_as_volume(_debias(x, info) + noise, model, options, info, i, notes, drawn))
+        volumes.append(_closest(candidates, seeds, model, attrs, reranked))
     if done[0] < total:
         report(total)
     return Generation(volumes, options, time.perf_counter() - start, info["natural_format"], notes)
@@ -127,6 +120,19 @@ def candidate_seeds(seed: int, k: int) -> list[int]:
     """Sampler seeds of a sample's ``k`` candidates: its own seed first, so one candidate is the sample
     without reranking; the others derived from it (``SeedSequence``), apart from every other sample's."""
     return [seed] + [int(np.random.SeedSequence([seed, 3, c]).generate_state(1)[0]) for c in range(1, k)]
+
+
+def _closest(candidates: list[Volume], seeds: list[int], model: GenerationModel, requested: torch.Tensor,
+             name: str | None) -> Volume:
+    """The candidate whose measured attribute ``name`` is closest to the request, its provenance saying
+    so; the only candidate when nothing is reranked."""
+    if not name:
+        return candidates[0]
+    misses = [_miss(v, model, requested, name) for v in candidates]
+    kept = candidates[int(np.argmin(misses))]
+    kept.metadata["provenance"]["reranking"] = {"attribute": name, "kept": int(np.argmin(misses)),
+                                                "seeds": seeds, "miss": [round(m, 4) for m in misses]}
+    return kept
 
 
 def _miss(volume: Volume, model: GenerationModel, requested: torch.Tensor, name: str) -> float:
