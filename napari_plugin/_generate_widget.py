@@ -230,7 +230,7 @@ def _drop_leading_axis(data: np.ndarray, kwargs: dict) -> tuple[np.ndarray, dict
 
 def summary(generation: Any, units: dict[str, str] | None = None) -> str:
     """The status line: how many samples, the time per sample, the attribute drawn for them and the
-    attribute measured (in ``units[name]``), any notes."""
+    attribute measured (in ``units[name]``), how many candidates each was chosen from, any notes."""
     n = len(generation.volumes)
     text = (f"{n} synthetic {generation.options.preset} sample{'s' if n > 1 else ''} in "
             f"{generation.seconds:.1f} s ({generation.seconds / max(n, 1):.2f} s each)")
@@ -242,6 +242,10 @@ def summary(generation: Any, units: dict[str, str] | None = None) -> str:
         for name, vals in values.items():
             unit = (units or {}).get(name, "")
             text += f"; {verb} {name}: {', '.join(f'{v:{fmt}}' for v in vals)}" + (f" {unit}" if unit else "")
+    reranked = [r for v in generation.volumes if (r := v.metadata.get("provenance", {}).get("reranking"))]
+    if reranked:
+        k = max(len(r["seeds"]) for r in reranked)
+        text += f"; each the closest of {k} candidates to the requested {reranked[0]['attribute']}"
     return text + "".join(f"; {note}" for note in generation.notes)
 
 

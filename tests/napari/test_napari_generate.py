@@ -218,3 +218,16 @@ def test_status_line_says_what_was_drawn_and_what_was_measured():
     gen = SimpleNamespace(volumes=vols, options=SimpleNamespace(preset="astronomical"), seconds=2.0, notes=[])
     text = summary(gen, {"n_sources": "count"})
     assert "drawn n_sources: 12.25, 30.5 count; measured n_sources: 11, 27 count" in text, text
+
+
+def test_status_line_says_how_many_candidates_each_sample_was_chosen_from():
+    from types import SimpleNamespace
+
+    from napari_plugin._generate_widget import summary
+
+    prov = {"measured": {"radius_of_gyration": 8.2},
+            "reranking": {"attribute": "radius_of_gyration", "kept": 1, "seeds": [0, 5, 9],
+                          "miss": [0.3, 0.1, 0.4]}}
+    gen = SimpleNamespace(volumes=[SimpleNamespace(metadata={"provenance": prov})],
+                          options=SimpleNamespace(preset="molecular"), seconds=21.0, notes=[])
+    assert "each the closest of 3 candidates to the requested radius_of_gyration" in summary(gen)
