@@ -106,12 +106,10 @@ def reranked_attribute(model: GenerationModel, options: GenerateOptions,
                        requested: torch.Tensor) -> str | None:
     """The requested attribute the candidates are chosen by: the class's measured one (presets), when
     it was requested and more than one candidate is asked for; else None."""
-    preset = model.classes[options.preset].get("preset")
-    if (options.candidates or 1) < 2 or not preset:
+    preset = _measuring_preset(model.classes[options.preset])
+    if (options.candidates or 1) < 2 or preset is None:
         return None
-    from ldm_med.data.presets import get_preset
-
-    name = get_preset(preset).attribute.name
+    name = preset.attribute.name
     names = list(model.attributes)
     return name if name in names and torch.isfinite(requested[0, names.index(name)]) else None
 
@@ -129,10 +127,20 @@ def _closest(candidates: list[Volume], seeds: list[int], model: GenerationModel,
     if not name:
         return candidates[0]
     misses = [_miss(v, model, requested, name) for v in candidates]
-    kept = candidates[int(np.argmin(misses))]
-    kept.metadata["provenance"]["reranking"] = {"attribute": name, "kept": int(np.argmin(misses)),
-                                                "seeds": seeds, "miss": [round(m, 4) for m in misses]}
-    return kept
+    best = int(np.argmin(misses))
+    candidates[best].metadata["provenance"]["reranking"] = {"attribute": name, "kept": best, "seeds": seeds,
+                                                            "miss": [round(m, 4) for m in misses]}
+    return candidates[best]
+
+
+def _measuring_preset(info: dict):
+    """The preset whose attribute measure applies to a class (``info``: its model entry), or None for
+    classes trained on folders."""
+    if not info.get("preset"):
+        return None
+    from ldm_med.data.presets import get_preset
+
+    return get_preset(info["preset"])
 
 
 def _miss(volume: Volume, model: GenerationModel, requested: torch.Tensor, name: str) -> float:
@@ -293,11 +301,8 @@ def _as_volume(x: np.ndarray, model: GenerationModel, options: GenerateOptions, 
             "provenance": {"generator": "ldm-med generate", **options.settings(), "sample": i,
                            "sample_seed": options.seed + i, "attrs_drawn": drawn, "model": model.path.name,
                            "model_sha256": model.sha256, "notes": notes}}
-    preset = info.get("preset")
-    if preset:
-        from ldm_med.data.presets import get_preset
-
-        p = get_preset(preset)
+    p = _measuring_preset(info)
+    if p is not None:
         meta["provenance"]["measured"] = {p.attribute.name: round(p.measure(data[:, :, 0] if options.dims == 2
                                                                             else data), 3)}
     return Volume(data, np.diag([*spacing, 1.0]), slice_axis=2, metadata=meta)
