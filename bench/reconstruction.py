@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ldm_med import ReconstructOptions, metrics
+from ldm_med.options import MIN_ADAPT_STEPS, VOXELS_PER_STEP
 from ldm_med.pipelines.evaluate import evaluate_volume, per_volume_table, summary_table, write_csv
 
 EVAL_SEED = 700000
@@ -177,11 +178,14 @@ def write_report(out: Path, rows, ceilings, speed, args) -> None:
              f"Command: `python bench/reconstruction.py {' '.join(sys.argv[1:])}`  ",
              f"Date: {datetime.date.today()}; CPU: {cpu}, {torch.get_num_threads()} threads; torch "
              f"{torch.__version__}; Python {platform.python_version()}.  ",
-             f"Models: the shipped defaults (`ldm_med/models/`). `ldm` is the default pipeline: the shipped "
-             f"refiner for the volume (the CT one for the CT phantoms, the general one for the rest) "
-             f"fine-tuned on each scan for {ReconstructOptions().adapt_steps} steps and blended with the "
-             f"pretrained one and the best plain interpolation by the check on hidden acquired slices "
-             f"(docs/method.md); `ldm:pretrained` skips the fine-tuning; `ldm:off` is the latent "
+             "Models: the shipped defaults (`ldm_med/models/`). `ldm` is the default pipeline: the shipped "
+             "refiner for the volume (the CT one for the CT phantoms, the science one for density maps "
+             f"and cubes, the general one for MR) fine-tuned on each scan (one step per {VOXELS_PER_STEP} "
+             f"missing voxels, {MIN_ADAPT_STEPS} to {ReconstructOptions().adapt_steps}, stopped early when "
+             "the check stops gaining; not on CT where the shipped refiner already beats every "
+             "interpolation on the check) and blended with the pretrained one and the best plain "
+             "interpolation by the check on hidden acquired slices (cubes: and its second view at the "
+             "real gaps; docs/method.md); `ldm:pretrained` skips the fine-tuning; `ldm:off` is the latent "
              f"diffusion model alone (sampler {ReconstructOptions().sampler}, {args.steps} steps, "
              f"{args.samples} sample(s)). Metrics on the removed slices only; dPSNR is the method's PSNR "
              "minus the best of the plain interpolations (linear, cubic, bspline, lanczos) on that volume: "
