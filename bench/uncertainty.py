@@ -136,7 +136,8 @@ def main() -> None:
         cmd = " ".join(["python bench/uncertainty.py", *sys.argv[1:]])
         (ROOT / "docs" / "uncertainty.md").write_text(
             f"# Uncertainty benchmark\n\nCommand: `{cmd}` ({datetime.date.today()}, CPU, "
-            f"{os.cpu_count()} cores, shared with other jobs). x4 gaps, default settings with "
+            f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end: the `s` column is "
+            "only a speed figure when this benchmark ran alone). x4 gaps, default settings with "
             f"`--samples {args.samples}`. PSNR in dB on the missing slices; Spearman between each map "
             "and |error| there; coverage of result +- 1.645 std (nominal 90%); width = mean interval "
             "width over the mean absolute error.\n\n" + text + "\n")
