@@ -213,12 +213,8 @@ def check_request(model: GenerationModel, options: GenerateOptions) -> tuple[int
 
 def class_attributes(model: GenerationModel, name: str) -> list[str]:
     """The attributes class ``name`` was trained with (a preset's own; every attribute for folders)."""
-    preset = model.classes[name].get("preset")
-    if preset is None:
-        return list(model.attributes)
-    from ldm_med.data.presets import get_preset
-
-    return [get_preset(preset).attribute.name]
+    preset = _measuring_preset(model.classes[name])
+    return list(model.attributes) if preset is None else [preset.attribute.name]
 
 
 def attribute_range(model: GenerationModel, cls: str, name: str) -> tuple[float, float]:
