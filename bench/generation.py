@@ -13,7 +13,8 @@ Per preset, against held-out generator samples (seeds 800000+, never trained on)
   clamps to), or (``--sweep-range declared``) of the declared range;
 * memorisation: median distance from each sample to its nearest training sample, next to the same for
   held-out generator samples (a ratio below 1 would mean samples sit closer to the training set);
-* seconds per sample (sampling and decoding; model loading excluded), default sampler and steps.
+* seconds per sample (sampling and decoding; model loading excluded), default sampler and steps, for
+  the distance samples and for the sweep's requested ones (candidates and steering included).
 
 Writes its section of ``docs/benchmarks.md`` (between its markers; other sections are kept).
 """
@@ -91,13 +92,14 @@ DECODER_NOISE = True
 
 ATTR_GUIDANCE = None
 DRAW_ATTRIBUTES = None  # the model's setting per class
+STEER = None  # the model's setting per class
 
 
 def generate(preset: str, dims: int, ckpt, n: int, seed: int, attrs=(), steps: int = 20, guidance=None):
     opts = ldm_med.GenerateOptions(preset=preset, dims=dims, n=n, seed=seed, attrs=attrs, steps=steps,
                                    guidance=guidance, attr_guidance=ATTR_GUIDANCE, device="cpu",
                                    checkpoint=ckpt,
-                                   decoder_noise=DECODER_NOISE, draw_attributes=DRAW_ATTRIBUTES)
+                                   decoder_noise=DECODER_NOISE, draw_attributes=DRAW_ATTRIBUTES, steer=STEER)
     return ldm_med.generate(opts)
 
 
@@ -125,12 +127,14 @@ def bench_preset(name: str, dims: int, ckpt, args) -> dict:
     values = np.linspace(low, high, args.sweep or (6 if dims == 2 else 5))
     reps = args.reps or (3 if dims == 2 else 1)
     requested, measured = [], []
+    t = time.perf_counter()
     for i, v in enumerate(values):
         res = generate(name, dims, ckpt, reps, seed=10_000 + 100 * i, attrs=((spec.name, float(v)),),
                        steps=args.steps, guidance=args.guidance)
         for vol in res.volumes:
             requested.append(float(v))
             measured.append(vol.metadata["provenance"]["measured"][spec.name])
+    row["seconds_per_request"] = (time.perf_counter() - t) / len(requested)  # candidates, steering included
     row["attribute"] = {"name": spec.name, "unit": spec.unit, "spearman": q.spearman(requested, measured),
                         "range": (float(low), float(high)),
                         "requested": requested, "measured": measured}
@@ -156,14 +160,15 @@ def table(rows: list[dict], title: str) -> str:
             out.append(f"| {r['preset']} | {r['dims']}D | {k} | {a:.4f} | {b:.4f} | {c:.4f} | "
                        f"{'yes' if a < min(b, c) else '**no**'} |")
     out += ["", "| preset | dims | attribute | swept | Spearman (requested vs measured) | NN distance to "
-            "training: generated / held-out, median; closest; p (generated closer) | s per sample |",
-            "|---|---|---|---|---|---|---|"]
+            "training: generated / held-out, median; closest; p (generated closer) | s per sample | "
+            "s per requested sample |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         a, m = r["attribute"], r["memorisation"]
         out.append(f"| {r['preset']} | {r['dims']}D | {a['name']} ({a['unit']}) | {a['range'][0]:g}-"
                    f"{a['range'][1]:g} | {a['spearman']:.2f} | {m['generated']:.3f} / {m['held_out']:.3f}; "
                    f"{m['closest_generated']:.3f} / {m['closest_held_out']:.3f}; {m['p_closer']:.2f} | "
-                   f"{r['seconds_per_sample']:.2f} |")
+                   f"{r['seconds_per_sample']:.2f} | {r['seconds_per_request']:.2f} |")
     return "\n".join(out)
 
 
@@ -204,13 +209,15 @@ def main() -> int:
                               "the class's training distribution")
     drawing.add_argument("--draw-attributes", dest="draw", action="store_const", const=True,
                          help="draw it for every class, whatever the model's setting")
+    ap.add_argument("--steer", type=float,
+                    help="steering strength toward the class's attribute (default: the model's setting)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     ap.add_argument("--section", default="generation", help="the marker name of the section to write")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    global DECODER_NOISE, ATTR_GUIDANCE, DRAW_ATTRIBUTES
-    DECODER_NOISE, ATTR_GUIDANCE = not args.no_decoder_noise, args.attr_guidance
+    global DECODER_NOISE, ATTR_GUIDANCE, DRAW_ATTRIBUTES, STEER
+    DECODER_NOISE, ATTR_GUIDANCE, STEER = not args.no_decoder_noise, args.attr_guidance, args.steer
     DRAW_ATTRIBUTES = args.draw
     command = "python bench/generation.py " + " ".join(sys.argv[1:])
     heading = "Generation" if args.section == "generation" else f"Generation: {args.section}"
@@ -221,7 +228,9 @@ def main() -> int:
                 f"CPU, {args.threads} threads, load average at the start {os.getloadavg()[0]:.1f}; "
                 f"sampler dpm++2m, {args.steps} steps, guidance "
                 f"{'as the model records per class, else 2' if args.guidance is None else args.guidance}, "
-                f"attribute guidance {attr_guidance}, decoder noise "
+                f"attribute guidance {attr_guidance}, steering "
+                f"{'as the model records per class, else off' if args.steer is None else args.steer}, "
+                "decoder noise "
                 f"{'off' if args.no_decoder_noise else 'on'}, attributes of the distance samples "
                 + {None: "as the model records per class, else drawn from the training distribution",
                    True: "drawn from the training distribution", False: "unconditioned"}[args.draw] + ". "

@@ -133,6 +133,10 @@ class GenerateOptions:
             the one whose measured attribute is closest to the request (the class's own measure:
             rejection by the attribute's definition; each candidate costs a whole sample); ``None``: the
             model's setting for the class, else 1. Classes without a measure draw one.
+        steer: when an attribute with a differentiable measure is requested (the molecular radius of
+            gyration), pull the sampler's late estimates toward the request by the measure's gradient
+            through the decoder, this share of the way per step (``ldm_med.generation.steer``; 0: off);
+            ``None``: the model's setting for the class, else 0.
     """
 
     preset: str
@@ -150,6 +154,7 @@ class GenerateOptions:
     checkpoint: str | None = None
     decoder_noise: bool = True
     candidates: int | None = None
+    steer: float | None = None
 
     def __post_init__(self) -> None:
         if self.checkpoint is None and self.preset not in PRESET_NAMES:
@@ -171,6 +176,8 @@ class GenerateOptions:
             raise InputError(f"--steps must be >= 1, got {self.steps}")
         if self.candidates is not None and not 1 <= self.candidates <= 16:
             raise InputError(f"--candidates must be in [1, 16], got {self.candidates}")
+        if self.steer is not None and not 0.0 <= self.steer <= 2.0:
+            raise InputError(f"--steer must be in [0, 2], got {self.steer}")
         names = [name for name, _ in self.attrs]
         if len(set(names)) != len(names):
             raise InputError(f"an attribute is given twice: {names}")
@@ -182,7 +189,8 @@ class GenerateOptions:
                 "guidance": self.guidance, "attr_guidance": self.attr_guidance, "attrs": dict(self.attrs),
                 "draw_attributes": self.draw_attributes, "seed": self.seed,
                 "sampler": self.sampler, "steps": self.steps, "checkpoint": self.checkpoint,
-                "decoder_noise": self.decoder_noise, "candidates": self.candidates}
+                "decoder_noise": self.decoder_noise, "candidates": self.candidates,
+                "steer": self.steer}
 
 
 def parse_attribute(spec: str) -> tuple[str, float]:

@@ -230,7 +230,8 @@ def _drop_leading_axis(data: np.ndarray, kwargs: dict) -> tuple[np.ndarray, dict
 
 def summary(generation: Any, units: dict[str, str] | None = None) -> str:
     """The status line: how many samples, the time per sample, the attribute drawn for them and the
-    attribute measured (in ``units[name]``), how many candidates each was chosen from, any notes."""
+    attribute measured (in ``units[name]``), how many candidates each was chosen from, whether the
+    sampler was steered toward the attribute, any notes."""
     n = len(generation.volumes)
     text = (f"{n} synthetic {generation.options.preset} sample{'s' if n > 1 else ''} in "
             f"{generation.seconds:.1f} s ({generation.seconds / max(n, 1):.2f} s each)")
@@ -244,8 +245,12 @@ def summary(generation: Any, units: dict[str, str] | None = None) -> str:
             text += f"; {verb} {name}: {', '.join(f'{v:{fmt}}' for v in vals)}" + (f" {unit}" if unit else "")
     reranked = [r for v in generation.volumes if (r := v.metadata.get("provenance", {}).get("reranking"))]
     if reranked:
-        k = max(len(r["seeds"]) for r in reranked)
+        drawn = sorted({len(r["seeds"]) for r in reranked})
+        k = str(drawn[0]) if len(drawn) == 1 else f"{drawn[0]}-{drawn[-1]}"
         text += f"; each the closest of {k} candidates to the requested {reranked[0]['attribute']}"
+    steered = [r for v in generation.volumes if (r := v.metadata.get("provenance", {}).get("steering"))]
+    if steered:
+        text += f"; steered toward the {steered[0]['attribute']} asked for or drawn"
     return text + "".join(f"; {note}" for note in generation.notes)
 
 

@@ -42,6 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --attr: draw K candidates per sample and keep the one whose measured "
                         "attribute is closest to the request (K times the time; default: the model's "
                         "setting for the preset, shown by --list; else 1)")
+    p.add_argument("--steer", type=float, default=None, metavar="S",
+                   help="with --attr of an attribute with a differentiable measure (the molecular radius "
+                        "of gyration): pull the sampler's late estimates toward the request by the "
+                        "measure's gradient, a share S of the way per step (0: off; default: the model's "
+                        "setting for the preset, shown by --list; else 0)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (default 0)")
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default="dpm++2m")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         attrs=tuple(parse_attribute(a) for a in args.attr), draw_attributes=args.draw_attributes,
         seed=args.seed,
         sampler=args.sampler, steps=args.steps, device=args.device, checkpoint=args.checkpoint,
-        decoder_noise=args.decoder_noise, candidates=args.candidates)
+        decoder_noise=args.decoder_noise, candidates=args.candidates, steer=args.steer)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         result = ldm_med.generate(opts, progress=None if args.quiet else progress_reporter())
@@ -97,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
             said += [f"measured {k} {val:g}" for k, val in found.items()]
             chosen = v.metadata["provenance"].get("reranking")
             said += [f"closest of {len(chosen['seeds'])} candidates"] if chosen else []
+            steered = v.metadata["provenance"].get("steering")
+            said += [f"steered toward {steered['attribute']}"] if steered else []
             print(f"  {p.name}" + (f"  ({', '.join(said)})" if said else ""))
     return 0
 
@@ -115,5 +122,7 @@ def list_presets(args: argparse.Namespace) -> int:
         scales += "; attributes free" if sampling.get("draw_attributes") is False else ""
         if sampling.get("candidates"):
             scales += f"; {sampling['candidates']} candidates per --attr sample"
+        if sampling.get("steer"):
+            scales += f"; --attr steered at {sampling['steer']:g}"
         print(f"  {name:<14} {c['modality']:<6} {c['format']:<6} {'; '.join(attrs) or '-'}{scales}")
     return 0

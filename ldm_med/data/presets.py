@@ -157,12 +157,7 @@ def radius_of_gyration(data: np.ndarray, spacing: tuple[float, ...]) -> float:
     peak above the background (dilated by two voxels). Blind to noise and to anything not attached to
     the particle (a decoder's edge ringing, a neighbour); on generator samples within 0.6 angstrom of
     the plain radius of gyration of the density above median + 3 sigma."""
-    smooth = ndimage.gaussian_filter(data.astype(np.float64), 1.0)
-    bg, peak = float(np.median(smooth)), float(smooth.max())
-    if peak <= bg:
-        return 0.0
-    labels, _ = ndimage.label(smooth > bg + 0.1 * (peak - bg))
-    blob = ndimage.binary_dilation(labels == labels.flat[int(np.argmax(smooth))], iterations=2)
+    blob, bg = particle_region(data)
     w = np.clip(data.astype(np.float64) - bg, 0.0, None) * blob
     if w.sum() <= 0:
         return 0.0
@@ -170,6 +165,17 @@ def radius_of_gyration(data: np.ndarray, spacing: tuple[float, ...]) -> float:
     centre = [float((g * w).sum() / w.sum()) for g in grids]
     r2 = sum((g - c) ** 2 for g, c in zip(grids, centre))
     return float(np.sqrt((r2 * w).sum() / w.sum()))
+
+
+def particle_region(data: np.ndarray) -> tuple[np.ndarray, float]:
+    """The particle's region (bool, the shape of ``data``) and the background, as ``radius_of_gyration``
+    chooses them; an empty region when nothing stands above the background."""
+    smooth = ndimage.gaussian_filter(data.astype(np.float64), 1.0)
+    bg, peak = float(np.median(smooth)), float(smooth.max())
+    if peak <= bg:
+        return np.zeros(data.shape, dtype=bool), bg
+    labels, _ = ndimage.label(smooth > bg + 0.1 * (peak - bg))
+    return ndimage.binary_dilation(labels == labels.flat[int(np.argmax(smooth))], iterations=2), bg
 
 
 def count_sources(data: np.ndarray, spacing: tuple[float, ...] = (1.0, 1.0)) -> float:

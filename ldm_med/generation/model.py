@@ -43,6 +43,11 @@ class GenerationModel:
     def latent_channels(self) -> int:
         return int(self.ae.cfg.latent_channels)
 
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Sampled latents ``(B, C, [D,] h, w)`` -> decoded ``(B, 1, [D,] H, W)`` in the model's range."""
+        z = z / self.latent_scale
+        return self.ae.decode(z) if self.dims == 2 else self.ae.decode_volume(z)
+
     def size_multiple(self) -> tuple[int, ...]:
         """Per image axis, the multiple a requested size must be (autoencoder x denoiser downsampling)."""
         from ldm_med.nets.unet import required_multiple

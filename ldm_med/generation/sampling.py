@@ -67,9 +67,10 @@ def guided_denoiser(model: GenerationModel, label: int, attrs: torch.Tensor, gui
 def sample_one(model: GenerationModel, *, label: int, attrs: torch.Tensor, guidance: float, sampler: str,
                steps: int, size: tuple[int, ...], seed: int, device: torch.device,
                callback: Callable | None = None, attr_guidance: float | None = None,
-               drawn: torch.Tensor | None = None) -> np.ndarray:
+               drawn: torch.Tensor | None = None, project: Callable | None = None) -> np.ndarray:
     """One sample of ``size`` ((H, W) or (D, H, W)), in the model's range (about [-1, 1]); the guidance
-    as ``guided_denoiser`` says. The noise comes from a CPU generator seeded with ``seed`` alone, so a
+    as ``guided_denoiser`` says, ``project(x0_hat, t)`` (``ldm_med.generation.steer``) applied to every
+    estimate the sampler uses. The noise comes from a CPU generator seeded with ``seed`` alone, so a
     seed gives the same sample in any batch."""
     from ldm_med.diffusion.samplers import sample
 
@@ -78,7 +79,5 @@ def sample_one(model: GenerationModel, *, label: int, attrs: torch.Tensor, guida
     fn = guided_denoiser(model, label, attrs.to(device), guidance, latent, attr_guidance, drawn)
     gen = torch.Generator().manual_seed(int(seed))
     z = sample(sampler, fn, (1, model.latent_channels, *latent), model.sde, steps, generator=gen,
-               device=device, callback=callback)
-    z = z / model.latent_scale
-    x = model.ae.decode(z) if len(size) == 2 else model.ae.decode_volume(z)
-    return x.float().cpu().numpy()[0, 0]
+               device=device, callback=callback, project=project)
+    return model.decode(z).float().cpu().numpy()[0, 0]

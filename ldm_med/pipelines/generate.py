@@ -1,14 +1,16 @@
 """``generate``: synthetic images and volumes from a class- and attribute-conditional latent diffusion model.
 
 Each sample: Gaussian noise seeded with ``seed + i`` -> guided latent sampling (class label, requested
-attributes, the others drawn from the class's training distribution, classifier-free guidance) -> the
-autoencoder's decoder, corrected by its mean round-trip error over intensity on that class, plus noise
-with the spectrum of the remaining error (``decoder_noise``: the grain a decoder's mean leaves out,
-``ldm_med.generation.grain``) -> the class's intensity stretch back to physical units -> a
-:class:`Volume` with the class's voxel size, marked synthetic in its metadata together with every
-setting, the attributes drawn, the model and the attribute measured on the result. With ``candidates``
-and a requested attribute, that many candidates are drawn per sample and the one whose measured
-attribute is closest to the request is kept (its provenance lists them all).
+attributes, the others drawn from the class's training distribution, classifier-free guidance; with
+``steer``, the class's attribute pulled toward its requested or drawn value by its measure's gradient on
+the last steps, ``ldm_med.generation.steer``) -> the autoencoder's decoder, corrected by its mean
+round-trip error over intensity on that class, plus noise with the spectrum of the remaining error
+(``decoder_noise``: the grain a decoder's mean leaves out, ``ldm_med.generation.grain``) -> the class's
+intensity stretch back to physical units -> a :class:`Volume` with the class's voxel size, marked
+synthetic in its metadata together with every setting, the attributes drawn, the model and the attribute
+measured on the result. With ``candidates`` and a requested attribute, up to that many candidates are
+drawn per sample, stopping at the first whose measured attribute is within ``CANDIDATE_TOLERANCE`` of
+the request, and the closest is kept (its provenance lists every one drawn).
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from ldm_med.progress import Progress, no_progress
 from ldm_med.volume import Volume
 
 CT_RANGE = (-1024.0, 3071.0)  # what CT scanners store
+CANDIDATE_TOLERANCE = 0.2  # a candidate this close to the request (normalised units: a tenth of the
+# attribute's declared range) ends the search; the rest are not drawn
 
 
 @dataclass
@@ -62,26 +66,55 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
         progress("generate", n, total)
 
     report(0)
-    volumes = []
+    sample, volumes = Sample(model, options, info, label, size, device, notes), []
     for i in range(options.n):
         vec, drawn = drawn_attributes(model, options, attrs, i)
         # the drawn ones alone: guided with the class, not by the requested attributes' own scale
         only_drawn = torch.where(torch.isfinite(attrs), torch.full_like(vec, float("nan")), vec)
         seeds = candidate_seeds(options.seed + i, per_sample)
+        steered = steered_attribute(model, options, vec)
         candidates = []
         for c, seed in enumerate(seeds):
             def step(s, j=i * per_sample + c):
                 report(j * options.steps + min(s.step + 1, options.steps))
 
-            with _autocast(device):
-                x = _sample(model, options, label, vec, only_drawn, size, seed, device, step)
-            rng = np.random.default_rng([seed, 1])  # the grain's seed, apart from the sampler's
-            noise = _grain(x, info, rng) if options.decoder_noise else 0.0
-            candidates.append(_as_volume(_debias(x, info) + noise, model, options, info, i, notes, drawn))
-        volumes.append(_closest(candidates, seeds, model, attrs, reranked))
+            candidates.append(sample.draw(i, seed, vec, only_drawn, drawn, steered, step))
+            if reranked and _miss(candidates[-1], model, attrs, reranked) <= CANDIDATE_TOLERANCE:
+                break  # close enough: the remaining candidates are not drawn
+        volumes.append(_closest(candidates, seeds[:len(candidates)], model, attrs, reranked))
     if done[0] < total:
         report(total)
     return Generation(volumes, options, time.perf_counter() - start, info["natural_format"], notes)
+
+
+@dataclass
+class Sample:
+    """What drawing one sample of a request needs; ``draw`` makes one candidate."""
+
+    model: GenerationModel
+    options: GenerateOptions
+    info: dict
+    label: int
+    size: tuple[int, ...]
+    device: torch.device
+    notes: list[str]
+
+    def draw(self, i: int, seed: int, vec: torch.Tensor, only_drawn: torch.Tensor, drawn: dict,
+             steered: str | None, step) -> Volume:
+        """Sample ``i``'s candidate of sampler seed ``seed``: sampled (steered toward ``steered``),
+        decoded, bias-corrected, grained and in physical units."""
+        model, options, info = self.model, self.options, self.info
+        edits: list = []
+        project = _steer(model, options, info, steered, vec, edits) if steered else None
+        with _autocast(self.device):
+            x = _sample(model, options, self.label, vec, only_drawn, self.size, seed, self.device, step,
+                        project)
+        rng = np.random.default_rng([seed, 1])  # the grain's seed, apart from the sampler's
+        noise = _grain(x, info, rng) if options.decoder_noise else 0.0
+        volume = _as_volume(_debias(x, info) + noise, model, options, info, i, self.notes, drawn)
+        if steered:
+            volume.metadata["provenance"]["steering"] = _steering_record(steered, options, edits)
+        return volume
 
 
 def sampling_settings(options: GenerateOptions, info: dict) -> GenerateOptions:
@@ -93,6 +126,8 @@ def sampling_settings(options: GenerateOptions, info: dict) -> GenerateOptions:
     recorded = info.get("sampling", {})
     if options.candidates is None:
         options = replace(options, candidates=int(recorded.get("candidates", 1)))
+    if options.steer is None:
+        options = replace(options, steer=float(recorded.get("steer", 0.0)))
     if options.draw_attributes is None:
         options = replace(options, draw_attributes=bool(recorded.get("draw_attributes", True)))
     if options.guidance is not None:
@@ -114,6 +149,37 @@ def reranked_attribute(model: GenerationModel, options: GenerateOptions,
     return name if name in names and torch.isfinite(requested[0, names.index(name)]) else None
 
 
+def steered_attribute(model: GenerationModel, options: GenerateOptions, vec: torch.Tensor) -> str | None:
+    """The attribute a sample is steered toward (``ldm_med.generation.steer``): the class's measured one,
+    when the sample is conditioned on a value of it (``vec``: requested or drawn), it has a differentiable
+    measure and ``options.steer`` > 0."""
+    from ldm_med.generation.steer import steerable
+
+    preset = _measuring_preset(model.classes[options.preset])
+    if not options.steer or preset is None or not steerable(preset.attribute.name):
+        return None
+    name = preset.attribute.name
+    names = list(model.attributes)
+    return name if name in names and torch.isfinite(vec[0, names.index(name)]) else None
+
+
+def _steer(model: GenerationModel, options: GenerateOptions, info: dict, name: str, vec: torch.Tensor,
+           edits: list):
+    from ldm_med.generation.steer import attribute_steer
+
+    spec = model.attributes[name]
+    v = float(vec[0, list(model.attributes).index(name)])
+    target = float(spec["low"]) + (v + 1.0) / 2.0 * (float(spec["high"]) - float(spec["low"]))
+    return attribute_steer(model.decode, info, name, target, options.steer, log=edits)
+
+
+def _steering_record(name: str, options: GenerateOptions, edits: list) -> dict:
+    from ldm_med.generation.steer import T_MAX, T_MIN
+
+    return {"attribute": name, "strength": options.steer, "times": [T_MIN, T_MAX],
+            "measured_before_each_edit": [value for _, value in edits]}
+
+
 def candidate_seeds(seed: int, k: int) -> list[int]:
     """Sampler seeds of a sample's ``k`` candidates: its own seed first, so one candidate is the sample
     without reranking; the others derived from it (``SeedSequence``), apart from every other sample's."""
@@ -129,7 +195,8 @@ def _closest(candidates: list[Volume], seeds: list[int], model: GenerationModel,
     misses = [_miss(v, model, requested, name) for v in candidates]
     best = int(np.argmin(misses))
     candidates[best].metadata["provenance"]["reranking"] = {"attribute": name, "kept": best, "seeds": seeds,
-                                                            "miss": [round(m, 4) for m in misses]}
+                                                            "miss": [round(m, 4) for m in misses],
+                                                            "tolerance": CANDIDATE_TOLERANCE}
     return candidates[best]
 
 
@@ -174,12 +241,12 @@ def _debias(x: np.ndarray, info: dict) -> np.ndarray:
     return x
 
 
-def _sample(model, options, label, attrs, drawn, size, seed, device, callback):
+def _sample(model, options, label, attrs, drawn, size, seed, device, callback, project=None):
     from ldm_med.generation.sampling import sample_one
 
     return sample_one(model, label=label, attrs=attrs, guidance=options.guidance, sampler=options.sampler,
                       steps=options.steps, size=size, seed=seed, device=device, callback=callback,
-                      attr_guidance=options.attr_guidance, drawn=drawn)
+                      attr_guidance=options.attr_guidance, drawn=drawn, project=project)
 
 
 def _autocast(device: torch.device):

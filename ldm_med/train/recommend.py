@@ -2,7 +2,7 @@
 (its class's ``sampling`` entry, read by ``ldm_med.generate`` when no ``--guidance`` is given):
 
     python -m ldm_med.train.recommend MODEL CLASS --guidance G [--attr-guidance A] [--free-attributes]
-        [--candidates K] --why TEXT
+        [--candidates K] [--steer S] --why TEXT
 
 Rewrites the file (weights unchanged); ``--clear`` removes the entry."""
 from __future__ import annotations
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave attributes not requested unconditioned instead of drawing them")
     ap.add_argument("--candidates", type=int,
                     help="candidates per sample when an attribute is requested (the closest measured kept)")
+    ap.add_argument("--steer", type=float,
+                    help="steering strength toward a requested attribute with a differentiable measure")
     ap.add_argument("--why", default="", help="the measurement behind the setting (kept in the file)")
     ap.add_argument("--clear", action="store_true")
     args = ap.parse_args(argv)
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             sampling["draw_attributes"] = False
         if args.candidates and args.candidates > 1:
             sampling["candidates"] = args.candidates
+        if args.steer:
+            sampling["steer"] = args.steer
     print("written", record_sampling(args.model, args.cls, sampling))
     return 0
 

@@ -441,7 +441,9 @@ def test_a_class_can_record_that_its_attributes_stay_free(tiny_generator, tmp_pa
     assert "attributes free" in capsys.readouterr().out
 
 
-def test_candidates_keep_the_sample_whose_measured_attribute_is_closest_to_the_request(tiny_generator):
+def test_candidates_keep_the_sample_whose_measured_attribute_is_closest_to_the_request(tiny_generator,
+                                                                                      monkeypatch):
+    monkeypatch.setattr("ldm_med.pipelines.generate.CANDIDATE_TOLERANCE", 0.0)  # draw them all
     request = (("n_sources", 20.0),)
     one = ldm_med.generate(_opts(tiny_generator, "astronomical", attrs=request, seed=3)).volumes[0]
     three = ldm_med.generate(_opts(tiny_generator, "astronomical", attrs=request, seed=3, candidates=3))
@@ -479,4 +481,18 @@ def test_recorded_candidates_are_used_and_listed(tiny_generator, tmp_path, capsy
     assert main(["generate", "--list", "--checkpoint", str(model)]) == 0
     assert "2 candidates per --attr sample" in capsys.readouterr().out
     prov = ldm_med.generate(_opts(model, "astronomical", attrs=(("n_sources", 9.0),))).volumes[0].metadata
-    assert len(prov["provenance"]["reranking"]["seeds"]) == 2 and prov["provenance"]["candidates"] == 2
+    chosen = prov["provenance"]["reranking"]
+    assert prov["provenance"]["candidates"] == 2 and len(chosen["seeds"]) in (1, 2)
+    assert len(chosen["seeds"]) == 2 or chosen["miss"][0] <= chosen["tolerance"]  # stopped: close enough
+
+
+def test_candidates_stop_at_the_first_within_the_tolerance(tiny_generator, monkeypatch):
+    request = (("n_sources", 20.0),)
+    monkeypatch.setattr("ldm_med.pipelines.generate.CANDIDATE_TOLERANCE", 10.0)  # any is close enough
+    first = ldm_med.generate(_opts(tiny_generator, "astronomical", attrs=request, seed=3, candidates=3))
+    plain = ldm_med.generate(_opts(tiny_generator, "astronomical", attrs=request, seed=3, candidates=1))
+    assert first.volumes[0].metadata["provenance"]["reranking"]["seeds"] == [3]
+    np.testing.assert_array_equal(first.volumes[0].data, plain.volumes[0].data)
+    monkeypatch.setattr("ldm_med.pipelines.generate.CANDIDATE_TOLERANCE", 0.0)
+    every = ldm_med.generate(_opts(tiny_generator, "astronomical", attrs=request, seed=3, candidates=3))
+    assert len(every.volumes[0].metadata["provenance"]["reranking"]["seeds"]) == 3

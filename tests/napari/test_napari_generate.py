@@ -231,3 +231,21 @@ def test_status_line_says_how_many_candidates_each_sample_was_chosen_from():
     gen = SimpleNamespace(volumes=[SimpleNamespace(metadata={"provenance": prov})],
                           options=SimpleNamespace(preset="molecular"), seconds=21.0, notes=[])
     assert "each the closest of 3 candidates to the requested radius_of_gyration" in summary(gen)
+
+
+def test_status_line_says_when_candidates_stopped_early_and_the_sampler_was_steered():
+    from types import SimpleNamespace
+
+    from napari_plugin._generate_widget import summary
+
+    def volume(seeds):
+        return SimpleNamespace(metadata={"provenance": {
+            "reranking": {"attribute": "radius_of_gyration", "kept": 0, "seeds": seeds,
+                          "miss": [0.1] * len(seeds)},
+            "steering": {"attribute": "radius_of_gyration", "strength": 1.0}}})
+
+    gen = SimpleNamespace(volumes=[volume([0]), volume([1, 7])], options=SimpleNamespace(preset="molecular"),
+                          seconds=30.0, notes=[])
+    text = summary(gen)
+    assert "each the closest of 1-2 candidates" in text
+    assert "steered toward the radius_of_gyration asked for or drawn" in text
