@@ -13,7 +13,9 @@ own measure in place of a classifier: the measure the benchmark and ``--candidat
 decoded, bias-corrected, physical-unit volume.
 
 Only ``radius_of_gyration`` has a differentiable measure (the particle's region is chosen as the numpy
-measure chooses it, the weights differentiate); counts and thresholded areas do not.
+measure chooses it, the weights differentiate); counts and thresholded areas do not. An edit costs a
+decoder pass and its gradient, hence the window of late steps; on CUDA each edit waits for the host,
+which chooses the region (scipy). Measured in ``docs/generation.md``, "Attribute steering".
 """
 from __future__ import annotations
 
