@@ -293,19 +293,13 @@ def test_sampling_settings_come_from_the_model_where_guidance_is_not_given():
     assert (own.guidance, own.attr_guidance) == (1.0, 2.0)
 
 
-def test_a_recorded_setting_is_used_listed_and_written_into_the_files(tiny_generator, tmp_path, capsys):
-    import shutil
-
+def test_a_recorded_setting_is_used_listed_and_written_into_the_files(recorded):
     from ldm_med.errors import InputError
     from ldm_med.train.recommend import main as recommend
     from ldm_med.train.recommend import record_sampling
 
-    model = tmp_path / "model.safetensors"
-    shutil.copy(tiny_generator, model)
-    assert recommend([str(model), "astronomical", "--guidance", "1", "--attr-guidance", "5",
-                      "--why", "a test"]) == 0
-    assert main(["generate", "--list", "--checkpoint", str(model)]) == 0
-    assert "guidance 1; attribute guidance 5" in capsys.readouterr().out
+    model, listing = recorded("astronomical", "--guidance", "1", "--attr-guidance", "5")
+    assert "guidance 1; attribute guidance 5" in listing
     result = ldm_med.generate(_opts(model, "astronomical", attrs=(("n_sources", 30.0),)))
     prov = result.volumes[0].metadata["provenance"]
     assert (prov["guidance"], prov["attr_guidance"]) == (1.0, 5.0)
@@ -470,16 +464,9 @@ def test_candidates_need_a_requested_attribute_and_a_valid_count(tiny_generator)
         _opts(tiny_generator, "astronomical", candidates=0)
 
 
-def test_recorded_candidates_are_used_and_listed(tiny_generator, tmp_path, capsys):
-    import shutil
-
-    from ldm_med.train.recommend import main as recommend
-
-    model = tmp_path / "model.safetensors"
-    shutil.copy(tiny_generator, model)
-    assert recommend([str(model), "astronomical", "--guidance", "2", "--candidates", "2", "--why", "t"]) == 0
-    assert main(["generate", "--list", "--checkpoint", str(model)]) == 0
-    assert "2 candidates per --attr sample" in capsys.readouterr().out
+def test_recorded_candidates_are_used_and_listed(recorded):
+    model, listing = recorded("astronomical", "--guidance", "2", "--candidates", "2")
+    assert "2 candidates per --attr sample" in listing
     prov = ldm_med.generate(_opts(model, "astronomical", attrs=(("n_sources", 9.0),))).volumes[0].metadata
     chosen = prov["provenance"]["reranking"]
     assert prov["provenance"]["candidates"] == 2 and len(chosen["seeds"]) in (1, 2)
