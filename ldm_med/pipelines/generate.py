@@ -66,7 +66,7 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
         progress("generate", n, total)
 
     report(0)
-    sample, volumes = Sample(model, options, info, label, size, device, notes), []
+    drawer, volumes = Sample(model, options, info, label, size, device, notes), []
     for i in range(options.n):
         vec, drawn = drawn_attributes(model, options, attrs, i)
         # the drawn ones alone: guided with the class, not by the requested attributes' own scale
@@ -78,7 +78,7 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
             def step(s, j=i * per_sample + c):
                 report(j * options.steps + min(s.step + 1, options.steps))
 
-            candidates.append(sample.draw(i, seed, vec, only_drawn, drawn, steered, step))
+            candidates.append(drawer.draw(i, seed, vec, only_drawn, drawn, steered, step))
             if reranked and _miss(candidates[-1], model, attrs, reranked) <= CANDIDATE_TOLERANCE:
                 break  # close enough: the remaining candidates are not drawn
         volumes.append(_closest(candidates, seeds[:len(candidates)], model, attrs, reranked))
@@ -167,9 +167,7 @@ def _steer(model: GenerationModel, options: GenerateOptions, info: dict, name: s
            edits: list):
     from ldm_med.generation.steer import attribute_steer
 
-    spec = model.attributes[name]
-    v = float(vec[0, list(model.attributes).index(name)])
-    target = float(spec["low"]) + (v + 1.0) / 2.0 * (float(spec["high"]) - float(spec["low"]))
+    target = _physical(model.attributes[name], float(vec[0, list(model.attributes).index(name)]))
     return attribute_steer(model.decode, info, name, target, options.steer, log=edits)
 
 
@@ -318,6 +316,12 @@ def _normalised(spec: dict, value: float) -> float:
     """An attribute value as the model is conditioned on it: its declared range mapped to [-1, 1]."""
     lo, hi = float(spec["low"]), float(spec["high"])
     return 2.0 * (value - lo) / (hi - lo) - 1.0
+
+
+def _physical(spec: dict, normalised: float) -> float:
+    """The inverse of ``_normalised``: a conditioning value in the attribute's unit."""
+    lo, hi = float(spec["low"]), float(spec["high"])
+    return lo + (normalised + 1.0) / 2.0 * (hi - lo)
 
 
 def drawn_attributes(model: GenerationModel, options: GenerateOptions, requested: torch.Tensor,
