@@ -129,14 +129,15 @@ class GenerateOptions:
         checkpoint: a generation model file; default the shipped model for ``dims``.
         decoder_noise: add noise with the spectrum of the autoencoder's round-trip error on the class
             (recorded in the model), so samples have the data's grain, not the decoder's smooth mean.
-        candidates: when an attribute is requested, draw this many candidates per sample and keep
-            the one whose measured attribute is closest to the request (the class's own measure:
-            rejection by the attribute's definition; each candidate costs a whole sample); ``None``: the
-            model's setting for the class, else 1. Classes without a measure draw one.
-        steer: when an attribute with a differentiable measure is requested (the molecular radius of
-            gyration), pull the sampler's late estimates toward the request by the measure's gradient
-            through the decoder, this share of the way per step (``ldm_med.generation.steer``; 0: off);
-            ``None``: the model's setting for the class, else 0.
+        candidates: when an attribute is requested, draw up to this many candidates per sample,
+            stopping at the first whose measured attribute is within a tenth of the attribute's range of
+            the request, and keep the closest (the class's own measure: rejection by the attribute's
+            definition; each candidate costs a whole sample); ``None``: the model's setting for the
+            class, else 1. Classes without a measure draw one.
+        steer: when a sample is conditioned on a value (requested or drawn) of an attribute with a
+            differentiable measure (the molecular radius of gyration), pull the sampler's late estimates
+            toward it by the measure's gradient through the decoder, this share of the way per step
+            (``ldm_med.generation.steer``; 0: off); ``None``: the model's setting for the class, else 0.
     """
 
     preset: str

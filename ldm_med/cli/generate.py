@@ -39,14 +39,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     drawing.add_argument("--draw-attributes", dest="draw_attributes", action="store_const", const=True,
                          help="draw attributes not given by --attr, whatever the model's setting")
     p.add_argument("--candidates", type=int, default=None, metavar="K",
-                   help="with --attr: draw K candidates per sample and keep the one whose measured "
-                        "attribute is closest to the request (K times the time; default: the model's "
-                        "setting for the preset, shown by --list; else 1)")
+                   help="with --attr: draw up to K candidates per sample, stop at the first whose "
+                        "measured attribute is within a tenth of its range of the request, keep the "
+                        "closest (up to K times the time; default: the model's setting for the preset, "
+                        "shown by --list; else 1)")
     p.add_argument("--steer", type=float, default=None, metavar="S",
-                   help="with --attr of an attribute with a differentiable measure (the molecular radius "
-                        "of gyration): pull the sampler's late estimates toward the request by the "
-                        "measure's gradient, a share S of the way per step (0: off; default: the model's "
-                        "setting for the preset, shown by --list; else 0)")
+                   help="for an attribute with a differentiable measure (the molecular radius of "
+                        "gyration), requested or drawn: pull the sampler's late estimates toward its value "
+                        "by the measure's gradient, a share S of the way per step (0: off; default: the "
+                        "model's setting for the preset, shown by --list; else 0)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (default 0)")
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default="dpm++2m")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")

@@ -52,11 +52,17 @@ class Stretch:
         return (2.0 * (x - self.lo) / (self.hi - self.lo) - 1.0).astype(np.float32)
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
-        y = np.asarray(y, dtype=np.float32)
+        return self._inverse(np.asarray(y, dtype=np.float32), np.sinh).astype(np.float32)
+
+    def inverse_tensor(self, y):
+        """``inverse`` on a torch tensor, differentiable (attribute steering)."""
+        return self._inverse(y, lambda a: a.sinh())
+
+    def _inverse(self, y, sinh):
         if self.kind == "asinh":
-            top = np.arcsinh((self.hi - self.lo) / self.scale)
-            return (self.lo + self.scale * np.sinh((y + 1.0) * top / 2.0)).astype(np.float32)
-        return (self.lo + (y + 1.0) * (self.hi - self.lo) / 2.0).astype(np.float32)
+            top = np.arcsinh((self.hi - self.lo) / self.scale)  # float64: the numpy path computes in it
+            return self.lo + self.scale * sinh((y + 1.0) * top / 2.0)
+        return self.lo + (y + 1.0) * (self.hi - self.lo) / 2.0
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "lo": self.lo, "hi": self.hi, "scale": self.scale}

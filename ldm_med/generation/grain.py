@@ -123,6 +123,18 @@ def debias(decoded: np.ndarray, bias: list[list[float]]) -> np.ndarray:
     return (decoded + np.interp(decoded, values, offsets)).astype(np.float32)
 
 
+def debias_tensor(decoded, bias: list[list[float]]):
+    """``debias`` on a torch tensor, differentiable in ``decoded`` (attribute steering)."""
+    import torch
+
+    values, offsets = (torch.as_tensor(c, device=decoded.device, dtype=decoded.dtype)
+                       for c in np.asarray(bias, dtype=np.float64).T)
+    x = decoded.clamp(values[0], values[-1])
+    i = torch.searchsorted(values, x.contiguous()).clamp(1, len(values) - 1)
+    frac = (x - values[i - 1]) / (values[i] - values[i - 1]).clamp_min(1e-12)
+    return decoded + (offsets[i - 1] + (offsets[i] - offsets[i - 1]) * frac)
+
+
 def modulate(noise: np.ndarray, decoded: np.ndarray, envelope: list[list[float]]) -> np.ndarray:
     """``noise`` scaled voxel by voxel by the ``envelope`` (``grain_envelope``) at the ``decoded``
     intensity (held constant beyond its first and last bins)."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 T_MAX = 0.2  # steer on sampler times t <= T_MAX (the particle's size is settled late)
@@ -44,15 +43,18 @@ def attribute_steer(decode: Callable[[torch.Tensor], torch.Tensor], info: dict, 
         info: the class's model entry (``stretch``, ``spacing``, ``decoder_bias``).
         log: when given, ``(t, measured before the edit)`` is appended per edit.
     """
+    from ldm_med.data.presets import Stretch
+    from ldm_med.generation.grain import debias_tensor
+
     measure = _MEASURES[name]
-    bias = np.asarray(info["decoder_bias"], np.float64).T if info.get("decoder_bias") else None
-    stretch = info["stretch"]
+    stretch = Stretch.from_dict(info["stretch"])
+    spacing = _decoded_spacing(info["spacing"])
 
     def physical(z: torch.Tensor) -> torch.Tensor:
         x = decode(z)[0, 0].float()
-        if bias is not None:
-            x = x + _interp(x, bias[0], bias[1])
-        return _stretch_inverse(x, stretch)
+        if info.get("decoder_bias"):
+            x = debias_tensor(x, info["decoder_bias"])
+        return stretch.inverse_tensor(x)
 
     def project(x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         tt = float(t.reshape(-1)[0])
@@ -60,7 +62,7 @@ def attribute_steer(decode: Callable[[torch.Tensor], torch.Tensor], info: dict, 
             return x0
         with torch.enable_grad(), _no_autocast(x0.device):
             z = x0.detach().float().requires_grad_(True)
-            value = measure(physical(z), _decoded_spacing(info["spacing"], x0.ndim - 2))
+            value = measure(physical(z), spacing)
             (grad,) = torch.autograd.grad(value, z)
         value = float(value.detach())
         if log is not None:
@@ -93,32 +95,11 @@ def soft_radius_of_gyration(data: torch.Tensor, spacing: tuple[float, ...]) -> t
 _MEASURES = {"radius_of_gyration": soft_radius_of_gyration}
 
 
-def _decoded_spacing(spacing, dims: int) -> tuple[float, ...]:
-    """The class's voxel size (volume axes ``(X, Y, Z)``) on the decoded array's axes: ``(H, W)`` for 2D,
-    ``(D, H, W)`` for 3D (a volume's slices run along ``Z``)."""
+def _decoded_spacing(spacing) -> tuple[float, ...]:
+    """The class's voxel size (volume axes: ``(X, Y)`` in 2D, ``(X, Y, Z)`` in 3D) on the decoded array's
+    axes, ``(H, W)`` or ``(D, H, W)`` (a volume's slices run along ``Z``)."""
     s = [float(v) for v in spacing]
-    return (s[0], s[1]) if dims == 2 else (s[2], s[0], s[1])
-
-
-def _interp(x: torch.Tensor, xp, fp) -> torch.Tensor:
-    """``np.interp`` in torch (held constant beyond the ends), differentiable in ``x``."""
-    xp = torch.as_tensor(xp, device=x.device, dtype=x.dtype)
-    fp = torch.as_tensor(fp, device=x.device, dtype=x.dtype)
-    xc = x.clamp(xp[0], xp[-1])
-    i = torch.searchsorted(xp, xc.contiguous()).clamp(1, len(xp) - 1)
-    frac = (xc - xp[i - 1]) / (xp[i] - xp[i - 1]).clamp_min(1e-12)
-    return fp[i - 1] + (fp[i] - fp[i - 1]) * frac
-
-
-def _stretch_inverse(y: torch.Tensor, stretch: dict) -> torch.Tensor:
-    """``ldm_med.data.presets.Stretch.inverse`` in torch."""
-    from ldm_med.data.presets import Stretch
-
-    s = Stretch.from_dict(stretch)
-    if s.kind == "asinh":
-        top = float(np.arcsinh((s.hi - s.lo) / s.scale))
-        return s.lo + s.scale * torch.sinh((y + 1.0) * top / 2.0)
-    return s.lo + (y + 1.0) * (s.hi - s.lo) / 2.0
+    return (s[0], s[1]) if len(s) == 2 else (s[2], s[0], s[1])
 
 
 def _no_autocast(device: torch.device):

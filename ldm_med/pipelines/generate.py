@@ -73,15 +73,17 @@ def generate(options: GenerateOptions, progress: Progress | None = None) -> Gene
         only_drawn = torch.where(torch.isfinite(attrs), torch.full_like(vec, float("nan")), vec)
         seeds = candidate_seeds(options.seed + i, per_sample)
         steered = steered_attribute(model, options, vec)
-        candidates = []
+        candidates, misses = [], []
         for c, seed in enumerate(seeds):
             def step(s, j=i * per_sample + c):
                 report(j * options.steps + min(s.step + 1, options.steps))
 
             candidates.append(drawer.draw(i, seed, vec, only_drawn, drawn, steered, step))
-            if reranked and _miss(candidates[-1], model, attrs, reranked) <= CANDIDATE_TOLERANCE:
-                break  # close enough: the remaining candidates are not drawn
-        volumes.append(_closest(candidates, seeds[:len(candidates)], model, attrs, reranked))
+            if reranked:
+                misses.append(_miss(candidates[-1], model, attrs, reranked))
+                if misses[-1] <= CANDIDATE_TOLERANCE:
+                    break  # close enough: the remaining candidates are not drawn
+        volumes.append(_closest(candidates, seeds[:len(candidates)], misses, reranked))
     if done[0] < total:
         report(total)
     return Generation(volumes, options, time.perf_counter() - start, info["natural_format"], notes)
@@ -141,12 +143,7 @@ def reranked_attribute(model: GenerationModel, options: GenerateOptions,
                        requested: torch.Tensor) -> str | None:
     """The requested attribute the candidates are chosen by: the class's measured one (presets), when
     it was requested and more than one candidate is asked for; else None."""
-    preset = _measuring_preset(model.classes[options.preset])
-    if (options.candidates or 1) < 2 or preset is None:
-        return None
-    name = preset.attribute.name
-    names = list(model.attributes)
-    return name if name in names and torch.isfinite(requested[0, names.index(name)]) else None
+    return _conditioned_attribute(model, options, requested) if (options.candidates or 1) >= 2 else None
 
 
 def steered_attribute(model: GenerationModel, options: GenerateOptions, vec: torch.Tensor) -> str | None:
@@ -155,11 +152,16 @@ def steered_attribute(model: GenerationModel, options: GenerateOptions, vec: tor
     measure and ``options.steer`` > 0."""
     from ldm_med.generation.steer import steerable
 
+    name = _conditioned_attribute(model, options, vec) if options.steer else None
+    return name if name and steerable(name) else None
+
+
+def _conditioned_attribute(model: GenerationModel, options: GenerateOptions, vec: torch.Tensor) -> str | None:
+    """The class's measured attribute (presets) when ``vec`` gives it a value; else None."""
     preset = _measuring_preset(model.classes[options.preset])
-    if not options.steer or preset is None or not steerable(preset.attribute.name):
+    if preset is None:
         return None
-    name = preset.attribute.name
-    names = list(model.attributes)
+    name, names = preset.attribute.name, list(model.attributes)
     return name if name in names and torch.isfinite(vec[0, names.index(name)]) else None
 
 
@@ -184,13 +186,11 @@ def candidate_seeds(seed: int, k: int) -> list[int]:
     return [seed] + [int(np.random.SeedSequence([seed, 3, c]).generate_state(1)[0]) for c in range(1, k)]
 
 
-def _closest(candidates: list[Volume], seeds: list[int], model: GenerationModel, requested: torch.Tensor,
-             name: str | None) -> Volume:
-    """The candidate whose measured attribute ``name`` is closest to the request, its provenance saying
-    so; the only candidate when nothing is reranked."""
+def _closest(candidates: list[Volume], seeds: list[int], misses: list[float], name: str | None) -> Volume:
+    """The candidate whose measured attribute ``name`` is closest to the request (``misses``: each one's
+    ``_miss``), its provenance saying so; the only candidate when nothing is reranked."""
     if not name:
         return candidates[0]
-    misses = [_miss(v, model, requested, name) for v in candidates]
     best = int(np.argmin(misses))
     candidates[best].metadata["provenance"]["reranking"] = {"attribute": name, "kept": best, "seeds": seeds,
                                                             "miss": [round(m, 4) for m in misses],

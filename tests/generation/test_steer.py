@@ -71,3 +71,15 @@ def test_recorded_steering_is_used_and_listed(recorded):
     assert "--attr steered at 1" in listing
     vol = ldm_med.generate(_opts(model, attrs=((REQUEST, 9.0),))).volumes[0]
     assert vol.metadata["provenance"]["steer"] == 1.0 and vol.metadata["provenance"]["steering"]
+
+
+@pytest.mark.parametrize("preset", ["molecular", "astronomical", "medical-ct"])
+def test_the_tensor_stretch_and_debias_match_the_numpy_ones(preset):
+    from ldm_med.generation.grain import debias, debias_tensor
+
+    y = np.linspace(-1.2, 1.2, 257, dtype=np.float32)
+    stretch = get_preset(preset).stretch
+    np.testing.assert_allclose(stretch.inverse_tensor(torch.from_numpy(y)).numpy(), stretch.inverse(y),
+                               rtol=1e-5, atol=1e-3)
+    bias = [[-1.0, 0.1], [-0.2, 0.05], [0.5, -0.02], [1.0, 0.0]]
+    np.testing.assert_allclose(debias_tensor(torch.from_numpy(y), bias).numpy(), debias(y, bias), atol=1e-6)
