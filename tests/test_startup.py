@@ -54,3 +54,65 @@ def test_a_default_reconstruction_imports_neither_monai_nor_torch_dynamo(tmp_pat
     assert result["code"] == 0, out.stderr
     assert "monai" not in result["heavy"] and "torch._dynamo" not in result["heavy"]
     assert "torch" in result["heavy"]  # the probe sees imports at all
+
+
+MONAI_PROBE = """
+import importlib.util, json, sys
+from ldm_med.cli._process import UNUSED_BY_COMMANDS, import_monai
+import_monai()
+loaded = sorted(m for m in UNUSED_BY_COMMANDS if m in sys.modules)
+importable = []
+for name in UNUSED_BY_COMMANDS:  # hidden from MONAI only: they still import afterwards
+    if importlib.util.find_spec(name.split(".")[0]) is not None:
+        importlib.import_module(name)
+        importable.append(name)
+print(json.dumps({"monai": "monai.networks.nets" in sys.modules, "loaded": loaded, "importable": importable}))
+"""
+
+
+def test_commands_import_monai_without_the_modules_it_loads_for_notebooks():
+    out = subprocess.run([sys.executable, "-c", MONAI_PROBE], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["monai"], out.stderr
+    assert result["loaded"] == []
+    assert "scipy.signal" in result["importable"]
+
+
+FAULTS_PROBE = """
+import json, resource, sys
+import torch
+from ldm_med.cli._process import keep_freed_memory
+torch.set_num_threads(1)
+kept = keep_freed_memory() if sys.argv[1] == "1" else None
+net = torch.nn.Sequential(torch.nn.Conv2d(8, 32, 3, padding=1), torch.nn.GroupNorm(8, 32), torch.nn.SiLU(),
+                          torch.nn.Upsample(scale_factor=2), torch.nn.Conv2d(32, 16, 3, padding=1))
+x = torch.randn(4, 8, 64, 64)
+
+def faults():  # page faults of five network calls: fresh activation buffers of 2-8 MB each
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    with torch.inference_mode():
+        for _ in range(5):
+            net(x)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+faults()
+print(json.dumps({"kept": kept, "faults": faults()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc thresholds")
+def test_freed_buffers_stay_mapped_after_keep_freed_memory():
+    """Both runs start with glibc's thresholds at 128 kB (its defaults before it adapts them, which it
+    does unpredictably), so without ``keep_freed_memory`` every large buffer goes back to the kernel."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MALLOC_MMAP_THRESHOLD_": "131072",
+           "MALLOC_TRIM_THRESHOLD_": "131072"}
+    runs = {}
+    for arg in ("0", "1"):
+        out = subprocess.run([sys.executable, "-c", FAULTS_PROBE, arg], capture_output=True, text=True,
+                             env=env)
+        runs[arg] = json.loads(out.stdout.strip().splitlines()[-1])
+    if runs["1"]["kept"] is False:
+        pytest.skip("not glibc")
+    assert runs["0"]["faults"] > 1000  # the buffers were mapped and zero-filled again on every call
+    assert runs["1"]["faults"] < 100

@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from ldm_med.cli._process import keep_freed_memory
 from ldm_med.errors import Cancelled, InputError
 
 # Modules that contribute commands, in the order they appear in --help.
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    keep_freed_memory()  # the process is the command's own: keep freed network buffers mapped
     if threading.current_thread() is threading.main_thread() and \
             signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)  # batch installs its own while it runs

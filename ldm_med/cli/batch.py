@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_batch_command(args: argparse.Namespace) -> int:
     from ldm_med.batch import BatchConfig, Terminated, run_batch
     from ldm_med.batch.plan import DEFAULT_MAX_GAP
+    from ldm_med.cli._process import import_monai
     from ldm_med.cli.reconstruct import _options
     from ldm_med.io.limits import CpuShare
     from ldm_med.progress import progress_reporter
@@ -59,6 +60,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
         anonymize=args.anonymize, send=send, workers=args.workers,
         max_gap=DEFAULT_MAX_GAP if args.max_gap is None else args.max_gap,
         include_complete=args.include_complete, quiet=args.quiet)
+    if cfg.options.uses_diffusion and not cfg.dry_run:
+        import_monai()
     try:
         with CpuShare(args.threads) as cpu:
             return run_batch(cfg, progress_factory=lambda: cpu.wrap(progress_reporter(args.quiet)))

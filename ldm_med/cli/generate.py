@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     import ldm_med
+    from ldm_med.cli._process import import_monai
     from ldm_med.errors import InputError
     from ldm_med.options import parse_attribute
     from ldm_med.progress import progress_reporter
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         return list_presets(args)
     if not args.preset or not args.out:
         raise InputError("--preset and --out are required (or --list to see the presets)")
+    import_monai()
 
     opts = ldm_med.GenerateOptions(
         preset=args.preset, dims=args.dims, size=tuple(args.size) if args.size else None, n=args.n,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ldm_med.cli._outputs import check_outputs
+from ldm_med.cli._process import import_monai
 from ldm_med.errors import InputError
 from ldm_med.io import limits
 
@@ -149,6 +150,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                 raise InputError(f"{flag} needs --samples 2 or more (it comes from the posterior samples)")
     check_outputs(args.input, [p for _, p in outputs if p], args.overwrite)
     options = _options(args)
+    if options.uses_diffusion:
+        import_monai()
     volume = _load(args.input, args)
     missing = ldm_med.parse_missing(args.missing, volume)
     if not missing.any():

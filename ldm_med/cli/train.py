@@ -108,11 +108,13 @@ def _warn_differences(given: dict, saved: dict, name: str, prefix: str = "") -> 
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ldm_med.cli._process import import_monai
     from ldm_med.train.loop import TrainingDiverged, train
 
     if args.kind == "refiner":
         return run_refiner(args)
     cfg, out = resolve_run(args)
+    import_monai()
     try:
         train(cfg, out, device=args.device, resume=args.resume, stop_at=args.stop_at, progress=not args.quiet)
     except TrainingDiverged as err:
