@@ -116,3 +116,14 @@ def test_freed_buffers_stay_mapped_after_keep_freed_memory():
         pytest.skip("not glibc")
     assert runs["0"]["faults"] > 1000  # the buffers were mapped and zero-filled again on every call
     assert runs["1"]["faults"] < 100
+
+
+def test_bad_input_fails_before_monai_is_imported(tmp_path):
+    """A typo in the input costs no MONAI import (the sampling path imports it after the checks)."""
+    out = subprocess.run([sys.executable, "-c", PROBE, "reconstruct", str(tmp_path / "missing.nii.gz"),
+                          "-o", str(tmp_path / "out.nii.gz"), "--samples", "8"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         cwd=tmp_path)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["code"] == 2
+    assert "monai" not in result["heavy"]

@@ -78,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
         return list_presets(args)
     if not args.preset or not args.out:
         raise InputError("--preset and --out are required (or --list to see the presets)")
-    import_monai()
 
     opts = ldm_med.GenerateOptions(
         preset=args.preset, dims=args.dims, size=tuple(args.size) if args.size else None, n=args.n,
@@ -87,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         sampler=args.sampler, steps=args.steps, device=args.device, checkpoint=args.checkpoint,
         decoder_noise=args.decoder_noise, candidates=args.candidates, steer=args.steer)
+    import_monai()  # after the options are checked: a typo fails at once
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         result = ldm_med.generate(opts, progress=None if args.quiet else progress_reporter())

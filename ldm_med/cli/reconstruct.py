@@ -150,8 +150,6 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                 raise InputError(f"{flag} needs --samples 2 or more (it comes from the posterior samples)")
     check_outputs(args.input, [p for _, p in outputs if p], args.overwrite)
     options = _options(args)
-    if options.uses_diffusion:
-        import_monai()
     volume = _load(args.input, args)
     missing = ldm_med.parse_missing(args.missing, volume)
     if not missing.any():
@@ -159,6 +157,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
               "output is a copy of the input", file=sys.stderr)
     limits.check_memory(limits.reconstruct_bytes(volume.shape, volume.spacing, volume.slice_axis,
                                                  options.samples), args.input)
+    if options.uses_diffusion:
+        import_monai()  # after the input is checked: bad input fails at once
     with _progress(args.quiet) as progress, limits.CpuShare(args.threads) as cpu:
         result = ldm_med.reconstruct(volume, missing, options, progress=cpu.wrap(progress))
     ldm_med.save_volume(result.volume, args.output)
