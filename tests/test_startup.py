@@ -127,3 +127,17 @@ def test_bad_input_fails_before_monai_is_imported(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["code"] == 2
     assert "monai" not in result["heavy"]
+
+
+def test_a_sampling_reconstruction_skips_the_modules_monai_would_load(tmp_path):
+    """With samples the diffusion model runs (MONAI), yet neither MONAI's notebook, profiling and
+    signal imports nor scipy.stats (the map's rank fit has its own ranks) are paid for."""
+    probe = PROBE.replace('("torch", "monai", "matplotlib", "skimage")',
+                          '("monai", "matplotlib", "pandas", "scipy.signal", "scipy.stats")')
+    out = subprocess.run([sys.executable, "-c", probe, "reconstruct", str(DICOM), "-o",
+                          str(tmp_path / "out.nii.gz"), "-q", "--samples", "2", "--threads", "1"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         cwd=tmp_path)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0, out.stderr
+    assert result["heavy"] == ["monai"]

@@ -75,16 +75,25 @@ def fit_map_weights(errors: np.ndarray, features: np.ndarray, grid: int = 10) ->
     if not y.any() or not norms.any():
         return fallback
     f = f / np.where(norms > 0, norms, 1.0)
-    from scipy.stats import rankdata
-
-    rank_y = rankdata(y)
+    rank_y = average_ranks(y)
     best, best_rho = fallback, -np.inf
     for combo in _simplex(f.shape[1], grid):
-        rho = float(np.corrcoef(rank_y, rankdata(f @ combo))[0, 1])
+        rho = float(np.corrcoef(rank_y, average_ranks(f @ combo))[0, 1])
         if np.isfinite(rho) and rho > best_rho + 1e-9:
             best, best_rho = combo, rho
     w = best / np.where(norms > 0, norms, 1.0)
     return w if w.any() else fallback
+
+
+def average_ranks(a: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``a (N,)``, ties sharing their average rank: ``scipy.stats.rankdata``'s default,
+    to the bit, without importing scipy.stats (1-1.5 s of a process on 2 cores, for one function)."""
+    order = np.argsort(a)  # any order within a tie group gives the same averages
+    ordered = a[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1], True])  # tie groups, and the end
+    ranks = np.empty(a.size, dtype=np.float64)
+    ranks[order] = np.repeat(0.5 * (starts[:-1] + starts[1:] + 1), np.diff(starts))
+    return ranks
 
 
 def _simplex(k: int, grid: int):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ldm_med.inpainting import calibrate
 from ldm_med.inpainting.calibrate import conformal_scale, coverage, z_value
 
 
@@ -55,3 +56,14 @@ def test_map_weights_fall_back_to_the_samples_spread_when_nothing_fits():
     from ldm_med.inpainting.calibrate import fit_map_weights
 
     assert fit_map_weights(np.zeros(10), np.ones((10, 3))).tolist() == [1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("values", [
+    np.random.default_rng(0).normal(size=5000),
+    np.round(np.random.default_rng(1).normal(size=5000), 1),  # many ties
+    np.zeros(7), np.array([3.0, 1.0, 2.0, 1.0, 3.0, 3.0]), np.array([np.inf, 1.0, -np.inf, 1.0]),
+])
+def test_average_ranks_are_scipys_rankdata(values):
+    from scipy.stats import rankdata
+
+    assert np.array_equal(calibrate.average_ranks(values), rankdata(values))
