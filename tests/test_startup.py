@@ -114,8 +114,8 @@ def test_freed_buffers_stay_mapped_after_keep_freed_memory():
         runs[arg] = json.loads(out.stdout.strip().splitlines()[-1])
     if runs["1"]["kept"] is False:
         pytest.skip("not glibc")
-    assert runs["0"]["faults"] > 1000  # the buffers were mapped and zero-filled again on every call
-    assert runs["1"]["faults"] < 100
+    assert runs["0"]["faults"] > 1000, runs  # the buffers were mapped and zero-filled again every call
+    assert runs["1"]["faults"] < runs["0"]["faults"] / 10, runs  # a few hundred remain on a busy machine
 
 
 def test_bad_input_fails_before_monai_is_imported(tmp_path):
