@@ -41,7 +41,7 @@ from ldm_med.errors import InputError
 
 FORMAT = "ldm-med"
 FORMAT_VERSION = 1
-MODEL_KINDS = ("autoencoder", "denoiser", "refiner")
+MODEL_KINDS = ("autoencoder", "denoiser", "refiner", "decoder")
 STATE_KIND = "training-state"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
@@ -237,7 +237,7 @@ def save_model(path: str | Path, model: nn.Module, *, kind: str, config: dict[st
     Args:
         path: output ``.safetensors`` file.
         model: the network (for training runs: the EMA copy); DDP wrappers are unwrapped.
-        kind: ``"autoencoder"``, ``"denoiser"`` or ``"refiner"``.
+        kind: ``"autoencoder"``, ``"denoiser"``, ``"refiner"`` or ``"decoder"``.
         config: the resolved recipe; ``config["model"]`` must build ``model``.
         extra: JSON-serialisable facts (``latent_scale``, ``sde``, ...).
         half: store floating tensors as float16 (half the size); ``load_model`` returns float32.
@@ -258,6 +258,8 @@ def build_model(kind: str, model_config: dict[str, Any]) -> nn.Module:
 
     if kind == "autoencoder":
         return nets.build_autoencoder(nets.AutoencoderConfig.from_dict(model_config))
+    if kind == "decoder":
+        return nets.SliceDecoder(nets.AutoencoderConfig.from_dict(model_config))
     if kind == "refiner":
         from ldm_med.nets.refiner import SliceGapRefiner
 

@@ -1,8 +1,8 @@
 """Training recipes: YAML files loaded into typed, validated dataclasses.
 
-A recipe is one YAML mapping. ``kind`` says what it trains (``autoencoder``, ``diffusion`` or
-``refiner``); every other top-level key is a section below. Unknown keys are errors that name the
-file, the section and the valid keys, so a typo never silently falls back to a default. ``to_dict``
+A recipe is one YAML mapping. ``kind`` says what it trains (``autoencoder``, ``diffusion``,
+``refiner`` or ``decoder``); every other top-level key is a section below. Unknown keys are errors that
+name the file, the section and the valid keys, so a typo never silently falls back to a default. ``to_dict``
 returns the *resolved* config (defaults filled in, presets expanded), which is what every checkpoint
 embeds; ``from_dict`` of that dict gives back an equal object.
 
@@ -37,7 +37,7 @@ import yaml
 from ldm_med.errors import InputError
 from ldm_med.nets.config import AutoencoderConfig, DenoiserConfig
 
-KINDS = ("autoencoder", "diffusion", "refiner")
+KINDS = ("autoencoder", "diffusion", "refiner", "decoder")
 TASKS = ("slice-inpainting", "generation")
 SOURCE_KINDS = ("generator", "real", "paths", "preset", "folder")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -382,9 +382,36 @@ class RefinerRun:
                              f"got {list(self.data.crop)}")
 
 
-RunConfig = AutoencoderRun | DiffusionRun | RefinerRun
+@dataclass
+class DecoderRun:
+    """A small slice decoder distilled from an autoencoder's own decoder (``ldm_med.train.decoder``); the
+    uncertainty map decodes every posterior sample with it. ``autoencoder`` is the teacher (default: the
+    shipped one); ``model`` the student's ``AutoencoderConfig`` (its latent channels and downsampling
+    those of the teacher); ``data.crop`` the ``(H, W)`` pixel crop; ``optim`` Adam(W), cosine by default.
+    """
+
+    kind: Literal["decoder"] = "decoder"
+    model: AutoencoderConfig = field(default_factory=lambda: AutoencoderConfig(
+        channels=(8, 16, 32), norm_num_groups=8))
+    autoencoder: str | None = None
+    data: DataConfig = field(default_factory=lambda: DataConfig(
+        sources=(Source(generator="ct"),), crop=(64, 64), batch_size=24))
+    train: LoopConfig = field(default_factory=LoopConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        lr=2e-3, schedule="cosine", final_lr_fraction=0.0))
+
+    def __post_init__(self) -> None:
+        f = self.model.downsample
+        if self.model.spatial_dims != 2:
+            raise InputError("decoder recipes distil 2D (slice) decoders: set model.spatial_dims: 2")
+        if len(self.data.crop) != 2 or any(c % f or c < f for c in self.data.crop):
+            raise InputError(f"data.crop for a decoder is (H, W), multiples of the downsampling factor "
+                             f"{f}, got {list(self.data.crop)}")
+
+
+RunConfig = AutoencoderRun | DiffusionRun | RefinerRun | DecoderRun
 RUN_CLASSES: dict[str, type] = {"autoencoder": AutoencoderRun, "diffusion": DiffusionRun,
-                                "refiner": RefinerRun}
+                                "refiner": RefinerRun, "decoder": DecoderRun}
 
 
 # -- generic typed loading ---------------------------------------------------------------------------
@@ -574,5 +601,5 @@ def _resolve_paths(cfg: RunConfig, base: Path) -> None:
         for src in group:
             if src.paths is not None:
                 src.paths = tuple(resolve_path(p, base) for p in src.paths)
-    if isinstance(cfg, DiffusionRun) and cfg.autoencoder is not None:
+    if isinstance(cfg, (DiffusionRun, DecoderRun)) and cfg.autoencoder is not None:
         cfg.autoencoder = resolve_path(cfg.autoencoder, base)

@@ -40,6 +40,9 @@ class ReconstructOptions:
         checkpoint: latent-diffusion denoiser checkpoint (default: shipped).
         roi: the latent window ``(slices, h, w)`` the denoiser sees; ``overlap`` between windows.
         window_batch, slice_batch: windows per denoiser call, slices per autoencoder call.
+        spread_decoder: decode the posterior samples for the uncertainty map with the shipped decoder
+            distilled from the autoencoder's (a third of its cost; used only with the autoencoder it
+            was distilled from); False: the autoencoder's own decoder.
     """
 
     method: str = "ldm"
@@ -57,6 +60,7 @@ class ReconstructOptions:
     overlap: float = 0.25
     window_batch: int = 4
     slice_batch: int = 32
+    spread_decoder: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

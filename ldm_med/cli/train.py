@@ -1,4 +1,5 @@
-"""``ldm-med train autoencoder|diffusion|export``; also ``torchrun -m ldm_med.train autoencoder ...``."""
+"""``ldm-med train autoencoder|diffusion|refiner|decoder|export``; also
+``torchrun -m ldm_med.train autoencoder ...``."""
 from __future__ import annotations
 
 import argparse
@@ -21,10 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
-    kinds = parser.add_subparsers(dest="train_command", metavar="{autoencoder,diffusion,refiner,export}")
+    kinds = parser.add_subparsers(dest="train_command",
+                                  metavar="{autoencoder,diffusion,refiner,decoder,export}")
     for kind, text in (("autoencoder", "train the slice autoencoder (run it first)"),
                        ("diffusion", "train a latent denoiser (slice-inpainting or generation)"),
-                       ("refiner", "pretrain the slice-gap refiner that reconstruction adapts to each scan")):
+                       ("refiner", "pretrain the slice-gap refiner that reconstruction adapts to each scan"),
+                       ("decoder", "distil the small decoder that decodes the uncertainty map's samples")):
         p = kinds.add_parser(kind, help=text)
         p.add_argument("--config", help=f"YAML recipe, e.g. configs/default_{kind}.yaml "
                                         "(optional with --resume)")
@@ -111,8 +114,8 @@ def run_train(args: argparse.Namespace) -> int:
     from ldm_med.cli._process import import_monai
     from ldm_med.train.loop import TrainingDiverged, train
 
-    if args.kind == "refiner":
-        return run_refiner(args)
+    if args.kind in ("refiner", "decoder"):
+        return run_one_pass(args)
     cfg, out = resolve_run(args)
     import_monai()
     try:
@@ -123,14 +126,20 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_refiner(args: argparse.Namespace) -> int:
-    from ldm_med.train.refiner import train_refiner
-
+def run_one_pass(args: argparse.Namespace) -> int:
+    """Refiner and decoder runs: minutes long, one pass, no checkpoints."""
     if args.resume or args.stop_at is not None:
-        raise InputError("refiner runs take minutes and have no checkpoints: --resume and --stop-at "
+        raise InputError(f"{args.kind} runs take minutes and have no checkpoints: --resume and --stop-at "
                          "do not apply")
     cfg, out = resolve_run(args)
-    path = train_refiner(cfg, out, device=args.device, progress=not args.quiet)
+    if args.kind == "decoder":
+        from ldm_med.cli._process import import_monai
+
+        import_monai()
+        from ldm_med.train.decoder import train_decoder as train_one
+    else:
+        from ldm_med.train.refiner import train_refiner as train_one
+    path = train_one(cfg, out, device=args.device, progress=not args.quiet)
     print(f"wrote {path}")
     return 0
 

@@ -9,6 +9,10 @@ import torch
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_DENOISER = MODELS_DIR / "denoiser.safetensors"
+DEFAULT_AUTOENCODER = MODELS_DIR / "autoencoder.safetensors"  # the denoiser's latent space
+# Decodes the posterior samples for the uncertainty map: distilled from that autoencoder's decoder at a
+# third of its cost (configs/spread_decoder.yaml; docs/performance.md); used only with that autoencoder.
+DEFAULT_SPREAD_DECODER = MODELS_DIR / "spread_decoder.safetensors"
 # CT (Hounsfield units) gets a refiner trained on CT alone; everything else the general one (CT and MR)
 DEFAULT_REFINERS = {"CT": MODELS_DIR / "ct_refiner.safetensors",
                     "science": MODELS_DIR / "science_refiner.safetensors",
@@ -38,6 +42,7 @@ class InpaintingModel:
     latent_scale: float
     residual_scale: float
     path: Path
+    spread_decoder: torch.nn.Module | None = None  # SliceDecoder for the samples' spread, or None
 
 
 def load_inpainting_model(path: str | Path | None = None,
@@ -66,7 +71,20 @@ def _load(path: str, device: str) -> InpaintingModel:
         ae=ae.model.to(device).eval(), denoiser=precond.to(device).eval(), sde=sde,
         latent_scale=float(ae.extra["latent_scale"]), residual_scale=float(extra["residual_scale"]),
         path=Path(path),
+        spread_decoder=spread_decoder_for(extra.get("autoencoder", {}).get("sha256"), device),
     )
+
+
+def spread_decoder_for(autoencoder_sha256: str | None, device: str,
+                       path: Path = DEFAULT_SPREAD_DECODER) -> torch.nn.Module | None:
+    """The shipped spread decoder when it was distilled from the autoencoder with this sha256, else None
+    (another autoencoder: the samples are decoded by its own decoder)."""
+    from ldm_med.checkpoint import load_model
+
+    if autoencoder_sha256 is None or not path.is_file():
+        return None
+    loaded = load_model(path, device)
+    return loaded.model if loaded.extra.get("autoencoder_sha256") == autoencoder_sha256 else None
 
 
 def default_refiner(modality: str) -> Path:

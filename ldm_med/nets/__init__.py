@@ -12,7 +12,8 @@ from ldm_med.lazy import lazy_attributes
 
 # public name -> the submodule that defines it
 _LAZY = {
-    "VolumeAutoencoder": "autoencoder", "build_autoencoder": "autoencoder", "pad_to_multiple": "autoencoder",
+    "SliceDecoder": "autoencoder", "VolumeAutoencoder": "autoencoder", "build_autoencoder": "autoencoder",
+    "pad_to_multiple": "autoencoder",
     "DEFAULT_DIT_3D": "config", "DEFAULT_UNET_3D": "config", "DIT_PRESETS": "config",
     "AutoencoderConfig": "config", "DenoiserConfig": "config",
     "DENOISERS": "denoisers", "build_denoiser": "denoisers",
@@ -26,7 +27,12 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports them
-    from ldm_med.nets.autoencoder import VolumeAutoencoder, build_autoencoder, pad_to_multiple  # noqa: F401
+    from ldm_med.nets.autoencoder import (  # noqa: F401
+        SliceDecoder,
+        VolumeAutoencoder,
+        build_autoencoder,
+        pad_to_multiple,
+    )
     from ldm_med.nets.config import (  # noqa: F401
         DEFAULT_DIT_3D,
         DEFAULT_UNET_3D,

@@ -178,6 +178,38 @@ def _from_slices(s: Tensor, b: int, d: int) -> Tensor:
     return s.reshape(b, d, *s.shape[1:]).transpose(1, 2).contiguous()
 
 
+class SliceDecoder(nn.Module):
+    """A decoder alone for a 2D ``VolumeAutoencoder``'s latents (``decode`` only): MONAI's ``Decoder`` and
+    the 1x1 convolution before it, as ``AutoencoderKL`` builds them, from an ``AutoencoderConfig``.
+
+    The uncertainty map decodes every posterior sample; a smaller decoder distilled from the
+    autoencoder's own (``ldm_med.train.decoder``) does that at a third of the cost.
+    """
+
+    def __init__(self, cfg: AutoencoderConfig) -> None:
+        from monai.networks.blocks import Convolution
+        from monai.networks.nets.autoencoderkl import Decoder
+
+        super().__init__()
+        if cfg.spatial_dims != 2:
+            raise InputError("SliceDecoder: slice decoders are 2D (spatial_dims=2)")
+        self.cfg, self.downsample = cfg, cfg.downsample
+        z = cfg.latent_channels
+        self.post_quant_conv = Convolution(spatial_dims=2, in_channels=z, out_channels=z, strides=1,
+                                           kernel_size=1, padding=0, conv_only=True)
+        self.decoder = Decoder(spatial_dims=2, channels=cfg.channels, in_channels=z,
+                               out_channels=cfg.in_channels,
+                               num_res_blocks=(cfg.num_res_blocks,) * len(cfg.channels),
+                               norm_num_groups=cfg.norm_num_groups, norm_eps=1e-6,
+                               attention_levels=cfg.attention_levels, with_nonlocal_attn=False,
+                               use_flash_attention=True)
+        use_onednn_convs(self)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """``z (B, Cz, h, w)`` -> ``(B, C, h * f, w * f)``, as ``VolumeAutoencoder.decode``."""
+        return self.decoder(self.post_quant_conv(z)).contiguous()
+
+
 def build_autoencoder(cfg: AutoencoderConfig) -> VolumeAutoencoder:
     """Build the autoencoder described by ``cfg``."""
     return VolumeAutoencoder(cfg)

@@ -186,9 +186,12 @@ def calibrated_samples(model, x, x_lin, missing, estimate, corrections, fill, sa
     """The posterior samples ``(N, n_missing, A, B)`` (normalised) centred on ``estimate``, each voxel's
     spread set to the map calibrated on hidden acquired slices (``calibrate.holdout_calibration``)."""
     from ldm_med.inpainting.calibrate import STD_FLOOR, holdout_calibration, map_features
+    from ldm_med.inpainting.sampling import spread_decoder
 
     scale, weights, info["uncertainty"] = holdout_calibration(model, x, missing, fill, sampling, device,
                                                               progress)
+    distilled = fill is not None and spread_decoder(model, sampling) is not model.ae
+    info["uncertainty"]["decoder"] = "distilled (spread_decoder)" if distilled else "autoencoder"
     deviations = corrections - corrections.mean(axis=0, keepdims=True)
     std = corrections.std(axis=0)
     target = scale * (map_features(std, estimate, x_lin[missing]) @ weights)

@@ -108,3 +108,31 @@ def test_samples_spread_is_the_same_without_decoding_the_base():
     spread = sample_corrections(model, x_c, missing, opts, torch.device("cpu"), spread_only=True)
     assert full.std(axis=0).max() > 1e-3
     np.testing.assert_allclose(spread - spread.mean(0), full - full.mean(0), atol=1e-5)
+
+
+def test_the_spread_is_decoded_by_the_distilled_decoder_where_the_model_has_one():
+    class Doubled(torch.nn.Module):  # a stand-in for the distilled decoder: twice the autoencoder's output
+        def __init__(self, ae):
+            super().__init__()
+            self.ae = ae
+
+        def decode(self, z):
+            return 2 * self.ae.decode(z)
+
+    model = _tiny_model()
+    with_distilled = replace(model, spread_decoder=Doubled(model.ae))
+    x_c = np.random.default_rng(2).normal(size=(12, 16, 16)).astype(np.float32)
+    missing = np.zeros(12, bool)
+    missing[1::2] = True
+    opts = ReconstructOptions(steps=2, samples=3, seed=0)
+    cpu = torch.device("cpu")
+    own = sample_corrections(model, x_c, missing, opts, cpu, spread_only=True)
+    distilled = sample_corrections(with_distilled, x_c, missing, opts, cpu, spread_only=True)
+    assert own.std(axis=0).max() > 1e-3
+    np.testing.assert_allclose(distilled, 2 * own, rtol=1e-5, atol=1e-6)
+    # switched off, or where the mean is wanted too, the autoencoder's own decoder decodes
+    np.testing.assert_array_equal(
+        sample_corrections(with_distilled, x_c, missing, replace(opts, spread_decoder=False), cpu,
+                           spread_only=True), own)
+    np.testing.assert_array_equal(sample_corrections(with_distilled, x_c, missing, opts, cpu),
+                                  sample_corrections(model, x_c, missing, opts, cpu))
