@@ -42,7 +42,8 @@ class ReconstructOptions:
         window_batch, slice_batch: windows per denoiser call, slices per autoencoder call.
         spread_decoder: decode the posterior samples for the uncertainty map with the shipped decoder
             distilled from the autoencoder's (a third of its cost; used only with the autoencoder it
-            was distilled from); False: the autoencoder's own decoder.
+            was distilled from) instead of the autoencoder's own. Off by default: on the uncertainty
+            benchmark it moved one volume's coverage just above the 0.95 bound (docs/performance.md).
     """
 
     method: str = "ldm"
@@ -60,7 +61,7 @@ class ReconstructOptions:
     overlap: float = 0.25
     window_batch: int = 4
     slice_batch: int = 32
-    spread_decoder: bool = True
+    spread_decoder: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -128,8 +128,29 @@ def test_save_samples_and_calibrated_uncertainty_round_trip(tmp_path, capsys, sm
     header = json.loads(img.header.extensions[0].get_content())["ldm_med"]
     calib = header["reconstruction"]["uncertainty"]
     assert calib["calibrated"] and calib["nominal_coverage"] == 0.9 and calib["scale"] > 0
+    assert calib["decoder"] == "autoencoder"  # the distilled one only with --fast-uncertainty (below)
     assert b"90% interval" in img.header["descrip"].tobytes()
     np.testing.assert_allclose(stack.std(axis=-1), img.get_fdata(), atol=0.05 * img.get_fdata().max())
+
+
+def test_fast_uncertainty_decodes_the_samples_with_the_distilled_decoder(tmp_path, capsys, small_nifti):
+    import json
+
+    out, std = tmp_path / "full.nii.gz", tmp_path / "std.nii.gz"
+    args = ["reconstruct", str(small_nifti), "-o", str(out), "--missing", "keep-every:3", "--refine",
+            "pretrained", "--samples", "3", "--steps", "2", "--device", "cpu", "--uncertainty", str(std),
+            "-q"]
+    assert main([*args, "--fast-uncertainty"]) == 0
+    calib = json.loads(nib.load(std).header.extensions[0].get_content())["ldm_med"]["reconstruction"]
+    assert calib["uncertainty"]["decoder"] == "distilled (spread_decoder)"
+    fast_map, fast_result = nib.load(std).get_fdata(), nib.load(out).get_fdata()
+    assert main([*args, "--overwrite"]) == 0
+    np.testing.assert_array_equal(nib.load(out).get_fdata(), fast_result)  # the result is the refiner's
+    own_map = nib.load(std).get_fdata()
+    missing = np.arange(12) % 3 != 0
+    assert fast_map[..., missing].min() > 0 and not np.array_equal(fast_map, own_map)
+    # the two maps agree on where the result is unsure
+    assert np.corrcoef(fast_map[..., missing].ravel(), own_map[..., missing].ravel())[0, 1] > 0.8
 
 
 def test_samples_need_several_and_a_writable_path(tmp_path, capsys, small_nifti):

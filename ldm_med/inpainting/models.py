@@ -10,8 +10,9 @@ import torch
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_DENOISER = MODELS_DIR / "denoiser.safetensors"
 DEFAULT_AUTOENCODER = MODELS_DIR / "autoencoder.safetensors"  # the denoiser's latent space
-# Decodes the posterior samples for the uncertainty map: distilled from that autoencoder's decoder at a
-# third of its cost (configs/spread_decoder.yaml; docs/performance.md); used only with that autoencoder.
+# Decodes the posterior samples for the uncertainty map with --fast-uncertainty: distilled from that
+# autoencoder's decoder at a third of its cost (configs/spread_decoder.yaml; docs/performance.md); used
+# only with that autoencoder.
 DEFAULT_SPREAD_DECODER = MODELS_DIR / "spread_decoder.safetensors"
 # CT (Hounsfield units) gets a refiner trained on CT alone; everything else the general one (CT and MR)
 DEFAULT_REFINERS = {"CT": MODELS_DIR / "ct_refiner.safetensors",

@@ -35,7 +35,7 @@ class SamplingOptions:
     overlap: float = 0.25
     window_batch: int = 4
     slice_batch: int = 32
-    spread_decoder: bool = True
+    spread_decoder: bool = False
 
 
 def _pad_hw(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
@@ -39,6 +40,7 @@ from ldm_med.utils import lr_factor, resolve_device
 MASKS_PER_VOLUME = 2  # random gap masks drawn per training volume
 SCALES = (0.25, 1.5)  # the residual's factor a, uniform
 OUTPUT_WEIGHT = 0.1  # weight of matching the teacher's output itself
+LOCAL_FLOOR = 0.1  # the local weighting's floor, a share of the mean difference energy
 
 
 def latent_pairs(teacher, latent_scale: float, sources: tuple[Source, ...], crop: int,
@@ -81,13 +83,22 @@ def draw_batch(pairs, size: int, crop: int, rng: np.random.Generator) -> tuple[T
 
 
 def distillation_loss(student_out: Tensor, teacher_out: Tensor) -> tuple[Tensor, float]:
-    """``(loss, relative error of the differences)`` for outputs ``(2B, ...)``: base half, moved half."""
+    """``(loss, relative error of the differences)`` for outputs ``(2B, ...)``: base half, moved half.
+
+    The differences' error is weighted by the inverse of the teacher's local difference energy (5x5
+    mean, floored at a tenth of the batch mean): the map ranks voxels, so a small spread must be as
+    right, relatively, as a large one.
+    """
     s0, s1 = student_out.chunk(2)
     t0, t1 = teacher_out.chunk(2)
     dt, ds = t1 - t0, s1 - s0
-    diff = ((ds - dt) ** 2).mean() / (dt ** 2).mean().clamp_min(1e-12)
+    energy = (dt ** 2).detach()
+    weight = 1.0 / (F.avg_pool2d(energy, 5, stride=1, padding=2, count_include_pad=False)
+                    + LOCAL_FLOOR * energy.mean().clamp_min(1e-12))
+    diff = (weight * (ds - dt) ** 2).mean() / (weight * dt ** 2).mean().clamp_min(1e-12)
     out = ((s1 - t1) ** 2).mean() / t1.var().clamp_min(1e-12)
-    return diff + OUTPUT_WEIGHT * out, float(diff.detach())
+    plain = ((ds - dt) ** 2).mean() / (dt ** 2).mean().clamp_min(1e-12)
+    return diff + OUTPUT_WEIGHT * out, float(plain.detach())
 
 
 @torch.no_grad()

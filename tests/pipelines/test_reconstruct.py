@@ -124,13 +124,13 @@ def test_the_spread_is_decoded_by_the_distilled_decoder_where_the_model_has_one(
     x_c = np.random.default_rng(2).normal(size=(12, 16, 16)).astype(np.float32)
     missing = np.zeros(12, bool)
     missing[1::2] = True
-    opts = ReconstructOptions(steps=2, samples=3, seed=0)
+    opts = ReconstructOptions(steps=2, samples=3, seed=0, spread_decoder=True)
     cpu = torch.device("cpu")
     own = sample_corrections(model, x_c, missing, opts, cpu, spread_only=True)
     distilled = sample_corrections(with_distilled, x_c, missing, opts, cpu, spread_only=True)
     assert own.std(axis=0).max() > 1e-3
     np.testing.assert_allclose(distilled, 2 * own, rtol=1e-5, atol=1e-6)
-    # switched off, or where the mean is wanted too, the autoencoder's own decoder decodes
+    # switched off (the default), or where the mean is wanted too, the autoencoder's own decoder decodes
     np.testing.assert_array_equal(
         sample_corrections(with_distilled, x_c, missing, replace(opts, spread_decoder=False), cpu,
                            spread_only=True), own)
