@@ -43,7 +43,15 @@ class InpaintingModel:
     latent_scale: float
     residual_scale: float
     path: Path
-    spread_decoder: torch.nn.Module | None = None  # SliceDecoder for the samples' spread, or None
+    autoencoder_sha256: str | None = None  # pairs the autoencoder with its distilled decoder
+    spread_decoder: torch.nn.Module | None = None  # a distilled decoder given explicitly
+
+    def distilled_decoder(self) -> torch.nn.Module | None:
+        """The decoder distilled from this model's autoencoder: ``spread_decoder`` if given, else the
+        shipped one when it was distilled from this autoencoder (loaded on first use), else None."""
+        if self.spread_decoder is not None or not self.autoencoder_sha256:
+            return self.spread_decoder
+        return spread_decoder_for(self.autoencoder_sha256, str(next(self.ae.parameters()).device))
 
 
 def load_inpainting_model(path: str | Path | None = None,
@@ -71,11 +79,11 @@ def _load(path: str, device: str) -> InpaintingModel:
     return InpaintingModel(
         ae=ae.model.to(device).eval(), denoiser=precond.to(device).eval(), sde=sde,
         latent_scale=float(ae.extra["latent_scale"]), residual_scale=float(extra["residual_scale"]),
-        path=Path(path),
-        spread_decoder=spread_decoder_for(extra.get("autoencoder", {}).get("sha256"), device),
+        path=Path(path), autoencoder_sha256=extra.get("autoencoder", {}).get("sha256"),
     )
 
 
+@functools.lru_cache(maxsize=4)
 def spread_decoder_for(autoencoder_sha256: str | None, device: str,
                        path: Path = DEFAULT_SPREAD_DECODER) -> torch.nn.Module | None:
     """The shipped spread decoder when it was distilled from the autoencoder with this sha256, else None

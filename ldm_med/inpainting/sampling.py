@@ -106,8 +106,8 @@ def tiled_denoiser(model, cond: Tensor, roi: tuple[int, int, int], overlap: floa
 def spread_decoder(model, opts: SamplingOptions):
     """What decodes samples whose spread alone is used: the model's distilled decoder, if it has one
     and ``opts.spread_decoder``, else its autoencoder."""
-    distilled = getattr(model, "spread_decoder", None)
-    return distilled if opts.spread_decoder and distilled is not None else model.ae
+    distilled = model.distilled_decoder() if opts.spread_decoder else None
+    return model.ae if distilled is None else distilled
 
 
 @torch.inference_mode()
@@ -125,7 +125,7 @@ def sample_corrections(model, x_c: np.ndarray, missing: np.ndarray, opts: Sampli
         spread_only: the caller needs the samples' deviations from each other only, not their mean:
             ``D(z_c)``, the same for every sample, is neither decoded nor subtracted (a ninth less
             decoding at 8 samples), and with ``opts.spread_decoder`` the model's distilled decoder
-            (``model.spread_decoder``, a third of the cost) decodes them where it has one.
+            (``model.distilled_decoder()``, a third of the cost) decodes them where it has one.
 
     Returns:
         ``(samples, n_decoded, A, B)`` float32 corrections in normalised units.
