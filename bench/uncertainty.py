@@ -9,9 +9,15 @@
 * PSNR of the result against the best plain interpolation (never worse is the contract).
 
     python bench/uncertainty.py [--samples 8] [--quick] [--fast-uncertainty] [--no-write]
+    python bench/uncertainty.py --sweep [--seed 920000] [--count 5] [--patterns x2,x4,x6]
 
 Volumes: CT and MR phantoms, molecular density maps and astronomical cubes from unseen generator seeds,
-and the real evaluation split. Writes ``docs/uncertainty.md`` (with this command) and prints the table.
+and the real evaluation split. Writes its section of ``docs/uncertainty.md`` (with this command) and
+prints the table.
+
+``--sweep`` measures the calibration alone, wider: the coverage of the default ``--samples 8`` run on
+``--count`` volumes of each generated kind from seeds the benchmark does not use, and on both real
+splits, at several gap patterns (the table above is x4 only). Its own section of the same file.
 """
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _sections import write_section  # noqa: E402
+
 import ldm_med
 from ldm_med import metrics
 from ldm_med.data import astro_field, ct_body, molecular_density, mr_head
@@ -36,17 +44,20 @@ from ldm_med.masks import GAP_PATTERNS
 from ldm_med.options import INTERPOLATIONS
 
 SEED = 910000  # generator seeds never used for training or the bundled samples
+SWEEP_SEED = 920000  # the sweep's: unused elsewhere too
+DOC = ROOT / "docs" / "uncertainty.md"
+
+
+def generated(seed: int) -> list[tuple[str, str, ldm_med.Volume]]:
+    return [("CT phantom", f"ct_{seed}", ct_body((128, 128, 48), (1.0, 1.0, 2.5), seed=seed)),
+            ("MR phantom", f"mr_{seed}", mr_head((128, 128, 48), (1.0, 1.0, 2.0), seed=seed)),
+            ("molecular", f"molecule_{seed}", molecular_density((64, 64, 64), seed=seed)),
+            ("astronomical", f"astro_{seed}", astro_field((96, 96, 32), seed=seed))]
 
 
 def volumes(quick: bool) -> list[tuple[str, str, ldm_med.Volume]]:
     n = 1 if quick else 2
-    out = []
-    for i in range(n):
-        s = SEED + i
-        out += [("CT phantom", f"ct_{s}", ct_body((128, 128, 48), (1.0, 1.0, 2.5), seed=s)),
-                ("MR phantom", f"mr_{s}", mr_head((128, 128, 48), (1.0, 1.0, 2.0), seed=s)),
-                ("molecular", f"molecule_{s}", molecular_density((64, 64, 64), seed=s)),
-                ("astronomical", f"astro_{s}", astro_field((96, 96, 32), seed=s))]
+    out = [v for i in range(n) for v in generated(SEED + i)]
     out += [("real MR (eval split)", rv.name, rv.loader()) for rv in real_volumes("eval")[:n]]
     return out
 
@@ -99,6 +110,56 @@ def row(kind: str, name: str, vol: ldm_med.Volume, samples: int, fast: bool = Fa
             "mae": float(err.mean()), "scale": calib.get("scale", float("nan")), "seconds": seconds}
 
 
+def coverage_row(kind: str, name: str, vol: ldm_med.Volume, pattern: str, samples: int) -> dict:
+    """The default run's 90% coverage on the missing slices of one gap pattern (the sweep)."""
+    missing = GAP_PATTERNS[pattern](vol.n_slices, np.random.default_rng(0))
+    result = ldm_med.reconstruct(vol, missing, ldm_med.ReconstructOptions(samples=samples, device="cpu"))
+    truth, est, std = (np.moveaxis(a, vol.slice_axis, 0)[missing]
+                       for a in (vol.data, result.volume.data, result.uncertainty))
+    err = np.abs(est - truth)
+    return {"kind": kind, "volume": name, "pattern": pattern, "coverage": float(np.mean(err <= 1.645 * std)),
+            "width": float(2 * 1.645 * std.mean()) / max(float(err.mean()), 1e-12)}
+
+
+def sweep_table(rows: list[dict]) -> str:
+    lines = ["| kind | pattern | volumes | mean coverage | lowest | highest | outside 0.85-0.95 | "
+             "width / MAE |", "|---|---|---|---|---|---|---|---|"]
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        for pattern in dict.fromkeys(r["pattern"] for r in rows):
+            rs = [r for r in rows if r["kind"] == kind and r["pattern"] == pattern]
+            c = np.array([r["coverage"] for r in rs])
+            worst = max(rs, key=lambda r: abs(r["coverage"] - 0.9))
+            lines.append(f"| {kind} | {pattern} | {len(rs)} | {c.mean():.3f} | {c.min():.3f} | "
+                         f"{c.max():.3f} | {int(((c < 0.85) | (c > 0.95)).sum())} "
+                         f"(furthest: {worst['volume']} {worst['coverage']:.3f}) | "
+                         f"{np.mean([r['width'] for r in rs]):.2f} |")
+    c = np.array([r["coverage"] for r in rows])
+    lines.append(f"| all | | {len(rows)} | {c.mean():.3f} | {c.min():.3f} | {c.max():.3f} | "
+                 f"{int(((c < 0.85) | (c > 0.95)).sum())} | |")
+    return "\n".join(lines)
+
+
+def sweep(args) -> None:
+    vols = [v for i in range(args.count) for v in generated(args.seed + i)]
+    vols += [(f"real MR ({split} split)", rv.name, rv.loader()) for split in ("train", "eval")
+             for rv in real_volumes(split)]
+    rows = []
+    for kind, name, vol in vols:
+        for pattern in args.patterns.split(","):
+            rows.append(coverage_row(kind, name, vol, pattern, args.samples))
+            print(rows[-1], flush=True)
+    text = sweep_table(rows)
+    print(text)
+    if not args.no_write:
+        cmd = " ".join(["python bench/uncertainty.py", *sys.argv[1:]])
+        seeds = f"{args.seed}-{args.seed + args.count - 1}"
+        write_section(DOC, f"## Coverage across gap patterns\n\nCommand: `{cmd}` ({datetime.date.today()}, "
+                      f"CPU, {os.cpu_count()} cores). The default `--samples {args.samples}` run; coverage "
+                      "of result +- 1.645 std on the missing slices (nominal 90%) per volume kind and gap "
+                      f"pattern; {args.count} generated volumes per kind (seeds {seeds}), and the real "
+                      "volumes of both splits.\n\n" + text, "bench/uncertainty.py --sweep")
+
+
 def table(rows: list[dict]) -> str:
     head = ("| kind | volume | PSNR | best baseline | Spearman map | samples only | \\|result-linear\\| | "
             "gradient | weights std/diff/grad | 90% coverage | width / MAE | scale | s |")
@@ -129,7 +190,13 @@ def main() -> None:
     parser.add_argument("--fast-uncertainty", action="store_true",
                         help="decode the samples with the distilled decoder (printed only)")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--sweep", action="store_true", help="coverage only, several patterns and seeds")
+    parser.add_argument("--seed", type=int, default=SWEEP_SEED, help="the sweep's first generator seed")
+    parser.add_argument("--count", type=int, default=5, help="the sweep's volumes per generated kind")
+    parser.add_argument("--patterns", default="x2,x4,x6", help="the sweep's gap patterns")
     args = parser.parse_args()
+    if args.sweep:
+        return sweep(args)
     rows = []
     for kind, name, vol in volumes(args.quick):
         rows.append(row(kind, name, vol, args.samples, args.fast_uncertainty))
@@ -138,13 +205,13 @@ def main() -> None:
     print(text)
     if not args.no_write and not args.fast_uncertainty:  # the docs table is the default pipeline's
         cmd = " ".join(["python bench/uncertainty.py", *sys.argv[1:]])
-        (ROOT / "docs" / "uncertainty.md").write_text(
-            f"# Uncertainty benchmark\n\nCommand: `{cmd}` ({datetime.date.today()}, CPU, "
-            f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end: the `s` column is "
-            "only a speed figure when this benchmark ran alone). x4 gaps, default settings with "
+        write_section(DOC, "## At x4, with the ablations and the trivial maps\n\n"
+            f"Command: `{cmd}` ({datetime.date.today()}, CPU, {os.cpu_count()} cores, load average "
+            f"{os.getloadavg()[0]:.1f} at the end: the `s` column is only a speed figure when this "
+            "benchmark ran alone). x4 gaps, default settings with "
             f"`--samples {args.samples}`. PSNR in dB on the missing slices; Spearman between each map "
             "and |error| there; coverage of result +- 1.645 std (nominal 90%); width = mean interval "
-            "width over the mean absolute error.\n\n" + text + "\n")
+            "width over the mean absolute error.\n\n" + text, "bench/uncertainty.py", first=True)
 
 
 if __name__ == "__main__":
