@@ -119,8 +119,9 @@ def write(rows, args, peaks) -> None:
     lines = ["## Whole-process speed (`bench/speed.py`)", "",
              f"Command: `python bench/speed.py --repeats {args.repeats}` ({datetime.date.today()}, "
              f"{os.cpu_count()} cores, CPU, load average {load:.2f} at the end; fp32 matmul peak "
-             f"{peaks[0]:.0f} GFLOP/s before and {peaks[1]:.0f} after: on this shared machine it ranged "
-             "80-130 GFLOP/s per core within an hour). `ldm-med reconstruct` as a "
+             f"{peaks[0]:.0f} GFLOP/s before and {peaks[1]:.0f} after, with torch's default threads: the "
+             "machines this runs on differ by 3-4x from one day to another (104-465 GFLOP/s seen), so "
+             "compare the rows of one run, not runs). `ldm-med reconstruct` as a "
              "fresh process with default settings (start-up, reading and writing included); median and "
              "fastest of the repeats (run round robin, every case once per round); peak resident memory; "
              "the fine-tuning steps kept of the budget, or why none ran (the last row forces them, as "
