@@ -2,6 +2,7 @@
 error of their mean, by a missing slice's distance to the nearest acquired slice, at two gap widths.
 
     python bench/spread_gap.py [--kinds ct,mr] [--gaps 4,8] [--samplers dpm++2m:2,dpm++2m:8,dpm++2m-sde:8]
+                               [--checkpoint DENOISER]   # another denoiser than the shipped one
 
 The per-scan calibration (``ldm_med/inpainting/calibrate.py``) hides acquired slices, so it measures
 errors at gaps twice the real ones; its scale carries over only if the map grows with the gap as the
@@ -54,9 +55,10 @@ def main() -> None:
     ap.add_argument("--kinds", default="ct,mr")
     ap.add_argument("--gaps", default="4,8")
     ap.add_argument("--samplers", default="dpm++2m:2,dpm++2m:8,dpm++2m-sde:8")
+    ap.add_argument("--checkpoint", default=None, help="a slice-inpainting denoiser (default: the shipped)")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    model = load_inpainting_model(None, torch.device("cpu"))
+    model = load_inpainting_model(args.checkpoint, torch.device("cpu"))
     print("| volume | sampler, steps | gap | std / error of the mean at distance 1, 2, ... (normalised) |")
     print("|---|---|---|---|")
     for kind in args.kinds.split(","):
