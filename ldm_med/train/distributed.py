@@ -7,6 +7,7 @@ checkpoints, and every rank waits at a barrier after each save.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from dataclasses import dataclass
@@ -69,9 +70,12 @@ def shutdown(ctx: DistContext) -> None:
     Without the barrier a rank that finishes first tears down its gloo pairs while rank 0 is still
     writing, and rank 0 can abort at exit ("terminate called without an active exception"). After an
     error nothing is torn down here: a collective with a failed peer would hang, and torchrun stops
-    the other ranks anyway.
+    the other ranks anyway. The garbage collector runs first: the DDP wrappers sit in reference cycles
+    (rank 0 still held two when ``train`` returned), and freed only at interpreter exit they would tear
+    down their share of the process group after it was destroyed.
     """
     if ctx.enabled and dist.is_initialized():
+        gc.collect()
         barrier(ctx)
         dist.destroy_process_group()
 
