@@ -92,13 +92,13 @@ def distillation_loss(student_out: Tensor, teacher_out: Tensor) -> tuple[Tensor,
     s0, s1 = student_out.chunk(2)
     t0, t1 = teacher_out.chunk(2)
     dt, ds = t1 - t0, s1 - s0
-    energy = (dt ** 2).detach()
+    energy, err = (dt ** 2).detach(), (ds - dt) ** 2
+    mean_energy = energy.mean().clamp_min(1e-12)
     weight = 1.0 / (F.avg_pool2d(energy, 5, stride=1, padding=2, count_include_pad=False)
-                    + LOCAL_FLOOR * energy.mean().clamp_min(1e-12))
-    diff = (weight * (ds - dt) ** 2).mean() / (weight * dt ** 2).mean().clamp_min(1e-12)
+                    + LOCAL_FLOOR * mean_energy)
+    diff = (weight * err).mean() / (weight * energy).mean().clamp_min(1e-12)
     out = ((s1 - t1) ** 2).mean() / t1.var().clamp_min(1e-12)
-    plain = ((ds - dt) ** 2).mean() / (dt ** 2).mean().clamp_min(1e-12)
-    return diff + OUTPUT_WEIGHT * out, float(plain.detach())
+    return diff + OUTPUT_WEIGHT * out, float(err.detach().mean() / mean_energy)
 
 
 @torch.no_grad()
